@@ -1,0 +1,19 @@
+"""The Patchwork core as pure tensor operations: window grid, action history, cells, state."""
+
+from patchwork.nn.action_history import ActionHistory
+from patchwork.nn.patchwork_cell import FrameMemory, PatchworkCell, conv_context
+from patchwork.nn.stream_state import StreamState
+from patchwork.nn.window_grid import NETWORK_STRIDE, WindowGrid
+from patchwork.nn.window_ops import gather_windows, scatter_windows
+
+__all__ = [
+    "NETWORK_STRIDE",
+    "ActionHistory",
+    "FrameMemory",
+    "PatchworkCell",
+    "StreamState",
+    "WindowGrid",
+    "conv_context",
+    "gather_windows",
+    "scatter_windows",
+]

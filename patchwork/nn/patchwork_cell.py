@@ -1,0 +1,190 @@
+"""The stateful Patchwork cell (Sec. 3.2) and the full-frame memory it keeps.
+
+Notation of ``DESIGN.md`` Sec. 3: a layer has full-frame size ``H x W`` cells; the window
+has top-left ``(a, b)`` and size ``(h, w)`` cells at that layer.
+
+* State update: ``S_t[m, n] = X_t[m - a, n - b]`` inside the window, else ``S_{t-1}[m, n]``.
+* Feature propagation: ``X~_t`` is the window of ``S_t`` extended by the convolution's
+  context on every side, zero outside the frame (the frame's own padding).
+* Output: ``Y_t = ValidConv2d(X~_t)``.
+
+The paper assumes stride 1 and a symmetric context ``k``. Here the context is derived
+from the convolution itself so that a window pass over a memory holding the full
+frame's features reproduces the crop of the full-frame output exactly, for any kernel,
+stride, dilation, groups and zero padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from patchwork.nn.window_ops import gather_windows, scatter_windows
+
+
+def conv_context(kernel_size: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
+    """Context a window needs on each side of one axis for a VALID conv to equal the SAME one.
+
+    An output cell ``o`` of the padded convolution reads input cells
+    ``o * stride - padding ... o * stride - padding + extent - 1`` with
+    ``extent = dilation * (kernel_size - 1) + 1``. For a window of input cells
+    ``[a, a + h)`` (``a`` and ``h`` multiples of ``stride``) the outputs are
+    ``[a / stride, (a + h) / stride)``, which read ``[a - padding, a + h - stride - padding + extent)``.
+
+    Returns:
+        ``(before, after)`` in input cells. ``after`` may be smaller than ``before``
+        (PyTorch's ``padding=1`` with stride 2 needs ``(1, 0)``; TensorFlow SAME would
+        need ``(0, 1)``) and may be negative (the window's last cells are never read).
+    """
+    extent = dilation * (kernel_size - 1) + 1
+    return padding, extent - stride - padding
+
+
+def _conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """The leading zero padding ``(top, left)`` that ``conv`` applies, whatever form it was given in."""
+    if conv.padding_mode != "zeros":
+        raise ValueError(
+            f"a Patchwork cell replaces zero-padded convolutions; got padding_mode={conv.padding_mode!r}"
+        )
+    if conv.padding == "valid":
+        return 0, 0
+    if conv.padding == "same":
+        # PyTorch's 'same' puts the odd cell of an even total on the bottom/right.
+        return tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))  # type: ignore[return-value]
+    return tuple(conv.padding)  # type: ignore[return-value]
+
+
+class FrameMemory(nn.Module):
+    """A full-frame memory of one feature map, written one window at a time (the state update).
+
+    The memory tensor lives in the caller's state, shaped ``(B, C, Hp, Wp)``: the
+    layer's full-frame size ``(H / stride, W / stride)`` plus a fixed zero ``border``
+    ``(top, bottom, left, right)`` that stands for the frame's own padding, so that
+    reading a window with context never needs masks. The border is never written.
+
+    Args:
+        channels: ``C``.
+        stride: the layer's stride relative to the image (its cells are ``stride`` pixels).
+        border: zero cells kept around the frame on each side.
+    """
+
+    def __init__(self, channels: int, stride: int, border: tuple[int, int, int, int] = (0, 0, 0, 0)) -> None:
+        super().__init__()
+        self.channels = int(channels)
+        self.stride = int(stride)
+        self.border = tuple(int(b) for b in border)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, stride={self.stride}, border={self.border}"
+
+    def frame_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """``(H, W)`` of the layer for an image of ``image_size`` pixels."""
+        return image_size[0] // self.stride, image_size[1] // self.stride
+
+    def init(
+        self,
+        batch_size: int,
+        image_size: tuple[int, int],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """An empty (all-zero) memory ``(B, C, H + top + bottom, W + left + right)``."""
+        height, width = self.frame_size(image_size)
+        top, bottom, left, right = self.border
+        return torch.zeros(
+            batch_size, self.channels, height + top + bottom, width + left + right, device=device, dtype=dtype
+        )
+
+    def frame(self, memory: Tensor) -> Tensor:
+        """The remembered full frame ``(B, C, H, W)``: a view of ``memory`` without its border."""
+        top, bottom, left, right = self.border
+        return memory[..., top : memory.shape[-2] - bottom, left : memory.shape[-1] - right]
+
+    def write(self, memory: Tensor, window: Tensor, corners: Tensor) -> Tensor:
+        """State update: overwrite each stream's window with ``window``.
+
+        Args:
+            memory: ``(B, C, Hp, Wp)``.
+            window: ``(B, C, h, w)`` the window's features.
+            corners: LongTensor ``(B, 2)`` of the windows' ``(top, left)`` in frame cells.
+        Returns:
+            The new memory. Under ``torch.no_grad()`` it is ``memory`` itself, written in
+            place (no full-frame copy per frame); with autograd enabled it is a new tensor
+            and ``memory`` is left untouched, so gradients flow back through time.
+        """
+        if self.border[0] or self.border[2]:
+            corners = corners + corners.new_tensor((self.border[0], self.border[2]))
+        return scatter_windows(memory, window, corners, inplace=not torch.is_grad_enabled())
+
+    def write_full(self, frame: Tensor) -> Tensor:
+        """Remember a whole frame ``(B, C, H, W)``; returns a new memory (never an alias of ``frame``)."""
+        top, bottom, left, right = self.border
+        if any(self.border):
+            return F.pad(frame, (left, right, top, bottom))
+        return frame.clone()
+
+
+class PatchworkCell(nn.Module):
+    """Stateful replacement of a zero-padded convolution (Sec. 3.2, Fig. 1b).
+
+    The cell adopts the convolution's ``weight`` and ``bias`` as its own parameters
+    (same names, so a network keeps torchvision's ``state_dict`` keys when a cell takes
+    a conv's place) and keeps a :class:`FrameMemory` of its *input* feature map.
+
+    Args:
+        conv: the convolution to replace; any kernel, stride, dilation, groups and zero
+            padding (int, tuple, ``'same'`` or ``'valid'``).
+        input_stride: stride of the conv's input relative to the image, which sets the
+            memory's size (e.g. 2 for the depthwise conv of MobileNetV2's first block).
+    """
+
+    def __init__(self, conv: nn.Conv2d, input_stride: int = 1) -> None:
+        super().__init__()
+        self.in_channels = conv.in_channels
+        self.out_channels = conv.out_channels
+        self.kernel_size = tuple(conv.kernel_size)
+        self.stride = tuple(conv.stride)
+        self.dilation = tuple(conv.dilation)
+        self.groups = conv.groups
+        self.padding = _conv_padding(conv)
+        self._full_frame_padding = conv.padding  # as given ('same' may be asymmetric)
+        self.weight = conv.weight
+        self.bias = conv.bias
+        rows = conv_context(self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0])
+        cols = conv_context(self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1])
+        #: ``(top, bottom, left, right)`` context in input cells; negative means "trim".
+        self.context = (rows[0], rows[1], cols[0], cols[1])
+        self.memory = FrameMemory(conv.in_channels, input_stride, border=tuple(max(c, 0) for c in self.context))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"dilation={self.dilation}, groups={self.groups}, context={self.context}"
+        )
+
+    def forward(self, window: Tensor, memory: Tensor, corners: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: state update, feature propagation, VALID convolution.
+
+        Args:
+            window: ``X_t``, ``(B, C_in, h, w)``, the window's input features.
+            memory: ``S_{t-1}``, ``(B, C_in, Hp, Wp)`` (see :class:`FrameMemory`).
+            corners: LongTensor ``(B, 2)``: window top-left ``(a, b)`` in input cells,
+                multiples of the conv's stride.
+        Returns:
+            ``Y_t`` of shape ``(B, C_out, h / stride, w / stride)`` and ``S_t``.
+        """
+        memory = self.memory.write(memory, window, corners)
+        top, bottom, left, right = self.context
+        border = self.memory.border
+        start = corners + corners.new_tensor((border[0] - top, border[2] - left))
+        size = (window.shape[-2] + top + bottom, window.shape[-1] + left + right)
+        extended = gather_windows(memory, start, size)
+        return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups), memory
+
+    def forward_full(self, frame: Tensor) -> tuple[Tensor, Tensor]:
+        """The stateless convolution on a whole frame ``(B, C_in, H, W)``; also returns the memory it leaves."""
+        out = F.conv2d(
+            frame, self.weight, self.bias, self.stride, self._full_frame_padding, self.dilation, self.groups
+        )
+        return out, self.memory.write_full(frame)
