@@ -4,7 +4,7 @@ from patchwork.nn.action_history import ActionHistory
 from patchwork.nn.patchwork_cell import FrameMemory, PatchworkCell, conv_context
 from patchwork.nn.stream_state import StreamState
 from patchwork.nn.window_grid import NETWORK_STRIDE, WindowGrid
-from patchwork.nn.window_ops import gather_windows, scatter_windows
+from patchwork.nn.window_ops import WindowPlacement, gather_windows, scatter_windows
 
 __all__ = [
     "NETWORK_STRIDE",
@@ -13,6 +13,7 @@ __all__ = [
     "PatchworkCell",
     "StreamState",
     "WindowGrid",
+    "WindowPlacement",
     "conv_context",
     "gather_windows",
     "scatter_windows",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from patchwork.nn.window_ops import gather_windows, scatter_windows
+from patchwork.nn.window_ops import WindowPlacement, gather_windows, scatter_windows, to_channels_last
 
 
 def conv_context(kernel_size: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
@@ -58,7 +58,8 @@ def _conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
 class FrameMemory(nn.Module):
     """A full-frame memory of one feature map, written one window at a time (the state update).
 
-    The memory tensor lives in the caller's state, shaped ``(B, C, Hp, Wp)``: the
+    The memory tensor lives in the caller's state, shaped ``(B, C, Hp, Wp)`` in
+    ``channels_last`` layout (see :mod:`patchwork.nn.window_ops` for why): the
     layer's full-frame size ``(H / stride, W / stride)`` plus a fixed zero ``border``
     ``(top, bottom, left, right)`` that stands for the frame's own padding, so that
     reading a window with context never needs masks. The border is never written.
@@ -89,40 +90,38 @@ class FrameMemory(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """An empty (all-zero) memory ``(B, C, H + top + bottom, W + left + right)``."""
+        """An empty (all-zero) memory ``(B, C, H + top + bottom, W + left + right)``, channels-last."""
         height, width = self.frame_size(image_size)
         top, bottom, left, right = self.border
-        return torch.zeros(
-            batch_size, self.channels, height + top + bottom, width + left + right, device=device, dtype=dtype
-        )
+        shape = (batch_size, self.channels, height + top + bottom, width + left + right)
+        return torch.zeros(shape, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
 
     def frame(self, memory: Tensor) -> Tensor:
         """The remembered full frame ``(B, C, H, W)``: a view of ``memory`` without its border."""
         top, bottom, left, right = self.border
         return memory[..., top : memory.shape[-2] - bottom, left : memory.shape[-1] - right]
 
-    def write(self, memory: Tensor, window: Tensor, corners: Tensor) -> Tensor:
+    def write(self, memory: Tensor, window: Tensor, placement: WindowPlacement) -> Tensor:
         """State update: overwrite each stream's window with ``window``.
 
         Args:
             memory: ``(B, C, Hp, Wp)``.
             window: ``(B, C, h, w)`` the window's features.
-            corners: LongTensor ``(B, 2)`` of the windows' ``(top, left)`` in frame cells.
+            placement: the windows' ``(top, left)`` in frame cells of this layer.
         Returns:
             The new memory. Under ``torch.no_grad()`` it is ``memory`` itself, written in
             place (no full-frame copy per frame); with autograd enabled it is a new tensor
             and ``memory`` is left untouched, so gradients flow back through time.
         """
-        if self.border[0] or self.border[2]:
-            corners = corners + corners.new_tensor((self.border[0], self.border[2]))
-        return scatter_windows(memory, window, corners, inplace=not torch.is_grad_enabled())
+        shift = (self.border[0], self.border[2])
+        return scatter_windows(memory, window, placement, inplace=not torch.is_grad_enabled(), shift=shift)
 
     def write_full(self, frame: Tensor) -> Tensor:
         """Remember a whole frame ``(B, C, H, W)``; returns a new memory (never an alias of ``frame``)."""
         top, bottom, left, right = self.border
         if any(self.border):
-            return F.pad(frame, (left, right, top, bottom))
-        return frame.clone()
+            return to_channels_last(F.pad(frame, (left, right, top, bottom)))
+        return frame.clone(memory_format=torch.channels_last)
 
 
 class PatchworkCell(nn.Module):
@@ -134,7 +133,9 @@ class PatchworkCell(nn.Module):
 
     Args:
         conv: the convolution to replace; any kernel, stride, dilation, groups and zero
-            padding (int, tuple, ``'same'`` or ``'valid'``).
+            padding (int, tuple, ``'same'`` or ``'valid'``). A window's outputs are exact
+            wherever they lie inside the full-frame output, which for SAME-style padding
+            (output size ``ceil(H / stride)``, as in MobileNetV2) is everywhere.
         input_stride: stride of the conv's input relative to the image, which sets the
             memory's size (e.g. 2 for the depthwise conv of MobileNetV2's first block).
     """
@@ -163,23 +164,32 @@ class PatchworkCell(nn.Module):
             f"dilation={self.dilation}, groups={self.groups}, context={self.context}"
         )
 
-    def forward(self, window: Tensor, memory: Tensor, corners: Tensor) -> tuple[Tensor, Tensor]:
-        """One step: state update, feature propagation, VALID convolution.
+    def propagate(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> tuple[Tensor, Tensor]:
+        """State update and feature propagation: the window encased in remembered context.
 
         Args:
             window: ``X_t``, ``(B, C_in, h, w)``, the window's input features.
             memory: ``S_{t-1}``, ``(B, C_in, Hp, Wp)`` (see :class:`FrameMemory`).
-            corners: LongTensor ``(B, 2)``: window top-left ``(a, b)`` in input cells,
-                multiples of the conv's stride.
+            placement: window top-left ``(a, b)`` in input cells, multiples of the
+                conv's stride.
+        Returns:
+            ``X~_t`` of shape ``(B, C_in, h + top + bottom, w + left + right)`` (zero where
+            the context falls outside the frame) and ``S_t``.
+        """
+        memory = self.memory.write(memory, window, placement)
+        top, bottom, left, right = self.context
+        border = self.memory.border
+        size = (window.shape[-2] + top + bottom, window.shape[-1] + left + right)
+        return gather_windows(memory, placement, size, shift=(border[0] - top, border[2] - left)), memory
+
+    def forward(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> tuple[Tensor, Tensor]:
+        """One step: state update, feature propagation, VALID convolution (Sec. 3.2).
+
+        Args: as :meth:`propagate`.
         Returns:
             ``Y_t`` of shape ``(B, C_out, h / stride, w / stride)`` and ``S_t``.
         """
-        memory = self.memory.write(memory, window, corners)
-        top, bottom, left, right = self.context
-        border = self.memory.border
-        start = corners + corners.new_tensor((border[0] - top, border[2] - left))
-        size = (window.shape[-2] + top + bottom, window.shape[-1] + left + right)
-        extended = gather_windows(memory, start, size)
+        extended, memory = self.propagate(window, memory, placement)
         return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups), memory
 
     def forward_full(self, frame: Tensor) -> tuple[Tensor, Tensor]:
