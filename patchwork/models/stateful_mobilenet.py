@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
+from patchwork.models.streaming import Stages, run_stages
 from patchwork.nn import FrameMemory, PatchworkCell, StreamState, WindowGrid, WindowPlacement, gather_windows
 
 CellVariant = Literal["all", "input", "none"]
@@ -211,6 +212,18 @@ class StatefulMobileNetV2(nn.Module):
         ``taps`` are module paths inside the network, e.g. ``"features.14.conv.0"`` (the
         stride-16 expansion layer SSDLite attaches its first head to).
         """
+        return run_stages(self.forward_stages(crops, windows, state, taps))
+
+    def forward_full_with_taps(
+        self, frames: Tensor, state: StreamState, taps: Iterable[str] = ()
+    ) -> tuple[Tensor, dict[str, Tensor], StreamState]:
+        """:meth:`forward_full`, also returning the full-frame outputs of the modules named in ``taps``."""
+        return run_stages(self.forward_full_stages(frames, state, taps))
+
+    def forward_stages(
+        self, crops: Tensor, windows: Tensor, state: StreamState, taps: Iterable[str] = ()
+    ) -> Stages[tuple[Tensor, dict[str, Tensor], StreamState]]:
+        """:meth:`forward_with_taps` as a generator yielding after every block of ``features``."""
         image_size = self.image_size(state)
         expected = self.grid.window_size(image_size)
         if tuple(crops.shape[-2:]) != expected:
@@ -227,19 +240,19 @@ class StatefulMobileNetV2(nn.Module):
         if self.input_memory is not None:
             out = self._forward_input_cell(crops, step, image_size)
         else:
-            out = self._run(self.features, "features", crops, step)
+            out = yield from self._run_blocks(crops, step)
         step.state[OUTPUT_MEMORY] = self.output_memory.write(step.state[OUTPUT_MEMORY], out, placements[self.out_stride])
         return out, self._checked_taps(step), step.state
 
-    def forward_full_with_taps(
+    def forward_full_stages(
         self, frames: Tensor, state: StreamState, taps: Iterable[str] = ()
-    ) -> tuple[Tensor, dict[str, Tensor], StreamState]:
-        """:meth:`forward_full`, also returning the full-frame outputs of the modules named in ``taps``."""
+    ) -> Stages[tuple[Tensor, dict[str, Tensor], StreamState]]:
+        """:meth:`forward_full_with_taps` as a generator yielding after every block of ``features``."""
         self.grid.check_image_size(tuple(frames.shape[-2:]))
         step = _Step(StreamState(state), None, dict.fromkeys(taps))
         if self.input_memory is not None:
             step.state[INPUT_MEMORY] = self.input_memory.write_full(frames)
-        out = self._run(self.features, "features", frames, step)
+        out = yield from self._run_blocks(frames, step)
         step.state[OUTPUT_MEMORY] = self.output_memory.write_full(out)
         return out, self._checked_taps(step), step.state
 
@@ -279,6 +292,13 @@ class StatefulMobileNetV2(nn.Module):
             else:
                 step.taps[name] = window
         return out
+
+    def _run_blocks(self, x: Tensor, step: _Step) -> Stages[Tensor]:
+        """Run ``features`` block by block, yielding after each."""
+        for name, block in self.features.named_children():
+            x = self._run(block, f"features.{name}", x, step)
+            yield
+        return x
 
     def _run(self, module: nn.Module, name: str, x: Tensor, step: _Step) -> Tensor:
         """Run ``module`` on ``x``, routing cells to their memories; records requested taps."""
