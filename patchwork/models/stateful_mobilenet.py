@@ -25,43 +25,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.mobilenetv2 import InvertedResidual
 
+from patchwork.models.stateful import StatefulPass, cell_memories, conv_input_strides, insert_cells, run_stateful
 from patchwork.models.streaming import Stages, run_stages
-from patchwork.nn import FrameMemory, PatchworkCell, StreamState, WindowGrid, WindowPlacement, gather_windows
+from patchwork.nn import FrameMemory, StreamState, WindowGrid, WindowPlacement, gather_windows
 
 CellVariant = Literal["all", "input", "none"]
 
 OUTPUT_MEMORY = "output"
 INPUT_MEMORY = "input"
-
-
-@dataclass
-class _Step:
-    """What a single pass over the network needs besides the activations."""
-
-    state: StreamState
-    placements: dict[int, WindowPlacement] | None  # windows per stride; None for a full-frame pass
-    taps: dict[str, Tensor | None] = field(default_factory=dict)
-
-
-def _input_strides(features: nn.Module) -> dict[str, int]:
-    """Stride (relative to the image) of each conv's input, in execution order.
-
-    Valid for a purely sequential network such as MobileNetV2's ``features``, where
-    module registration order is execution order and no branch changes resolution.
-    """
-    strides, stride = {}, 1
-    for name, module in features.named_modules():
-        if isinstance(module, nn.Conv2d):
-            strides[name] = stride
-            stride *= module.stride[0]
-    return strides
 
 
 class StatefulMobileNetV2(nn.Module):
@@ -104,27 +80,15 @@ class StatefulMobileNetV2(nn.Module):
         self.cells = cells
         self.input_context = input_context
         self.features = features
-        strides = _input_strides(features)
-        self.out_channels: int = next(m for m in reversed(list(features.modules())) if isinstance(m, nn.Conv2d)).out_channels
-        self.out_stride = self._total_stride(features)
+        convs = [m for m in features.modules() if isinstance(m, nn.Conv2d)]
+        self.out_channels: int = convs[-1].out_channels
+        self.out_stride = max(conv_input_strides(features).values()) * convs[-1].stride[0]
         # With M = N = 1 every window is the whole frame: no context is ever missing, so
         # the single-frame model is the stateless network (only the output is remembered).
         if cells == "all" and not grid.is_full_frame:
-            for name, stride in strides.items():
-                conv = features.get_submodule(name)
-                if max(conv.kernel_size) > 1:
-                    parent_name, _, child = name.rpartition(".")
-                    setattr(features.get_submodule(parent_name), child, PatchworkCell(conv, input_stride=stride))
+            insert_cells(features)
         self.output_memory = FrameMemory(self.out_channels, self.out_stride)
         self.input_memory = FrameMemory(3, 1) if cells == "input" and not grid.is_full_frame else None
-
-    @staticmethod
-    def _total_stride(features: nn.Module) -> int:
-        stride = 1
-        for module in features.modules():
-            if isinstance(module, nn.Conv2d):
-                stride *= module.stride[0]
-        return stride
 
     @classmethod
     def from_torchvision(
@@ -142,9 +106,8 @@ class StatefulMobileNetV2(nn.Module):
         """Every memory of the network as ``(state key, FrameMemory)``, cells in execution order."""
         if self.input_memory is not None:
             yield INPUT_MEMORY, self.input_memory
-        for name, module in self.features.named_modules():
-            if isinstance(module, PatchworkCell):
-                yield f"features.{name}", module.memory
+        for name, cell in cell_memories(self.features, "features"):
+            yield name, cell.memory
         yield OUTPUT_MEMORY, self.output_memory
 
     def init_state(
@@ -236,7 +199,7 @@ class StatefulMobileNetV2(nn.Module):
             stride: WindowPlacement(offsets[windows])
             for stride, offsets in self._offset_tables(image_size, crops.device).items()
         }
-        step = _Step(StreamState(state), placements, dict.fromkeys(taps))
+        step = StatefulPass(StreamState(state), placements, dict.fromkeys(taps))
         if self.input_memory is not None:
             out = self._forward_input_cell(crops, step, image_size)
         else:
@@ -249,7 +212,7 @@ class StatefulMobileNetV2(nn.Module):
     ) -> Stages[tuple[Tensor, dict[str, Tensor], StreamState]]:
         """:meth:`forward_full_with_taps` as a generator yielding after every block of ``features``."""
         self.grid.check_image_size(tuple(frames.shape[-2:]))
-        step = _Step(StreamState(state), None, dict.fromkeys(taps))
+        step = StatefulPass(StreamState(state), None, dict.fromkeys(taps))
         if self.input_memory is not None:
             step.state[INPUT_MEMORY] = self.input_memory.write_full(frames)
         out = yield from self._run_blocks(frames, step)
@@ -267,7 +230,7 @@ class StatefulMobileNetV2(nn.Module):
             cache[key] = {s: self.grid.offsets(all_windows, image_size, s).to(device) for s in strides}
         return cache[key]
 
-    def _forward_input_cell(self, crops: Tensor, step: _Step, image_size: tuple[int, int]) -> Tensor:
+    def _forward_input_cell(self, crops: Tensor, step: StatefulPass, image_size: tuple[int, int]) -> Tensor:
         """Fig. 11a: remember the raw frame, run the network on window + context, cut the window out."""
         pixels = step.placements[1]
         memory = self.input_memory.write(step.state[INPUT_MEMORY], crops, pixels)
@@ -282,7 +245,7 @@ class StatefulMobileNetV2(nn.Module):
             region_corners = torch.minimum((pixels.corners - self.input_context).clamp(min=0), limit)
             region = gather_windows(memory, WindowPlacement(region_corners), tuple(size))
         # To the stateless network the region is an ordinary image.
-        out = self._run(self.features, "features", region, _Step(step.state, None, step.taps))
+        out = run_stateful(self.features, "features", region, StatefulPass(step.state, None, step.taps))
         for name, tapped in [(None, out), *step.taps.items()]:
             stride = region.shape[-1] // tapped.shape[-1]
             local = WindowPlacement((pixels.corners - region_corners) // stride)
@@ -293,34 +256,15 @@ class StatefulMobileNetV2(nn.Module):
                 step.taps[name] = window
         return out
 
-    def _run_blocks(self, x: Tensor, step: _Step) -> Stages[Tensor]:
+    def _run_blocks(self, x: Tensor, step: StatefulPass) -> Stages[Tensor]:
         """Run ``features`` block by block, yielding after each."""
         for name, block in self.features.named_children():
-            x = self._run(block, f"features.{name}", x, step)
+            x = run_stateful(block, f"features.{name}", x, step)
             yield
         return x
 
-    def _run(self, module: nn.Module, name: str, x: Tensor, step: _Step) -> Tensor:
-        """Run ``module`` on ``x``, routing cells to their memories; records requested taps."""
-        if isinstance(module, PatchworkCell):
-            if step.placements is None:
-                x, step.state[name] = module.forward_full(x)
-            else:
-                x, step.state[name] = module(x, step.state[name], step.placements[module.memory.stride])
-        elif isinstance(module, InvertedResidual):
-            out = self._run(module.conv, f"{name}.conv", x, step)
-            x = x + out if module.use_res_connect else out
-        elif isinstance(module, nn.Sequential):
-            for child_name, child in module.named_children():
-                x = self._run(child, f"{name}.{child_name}", x, step)
-        else:
-            x = module(x)
-        if name in step.taps:
-            step.taps[name] = x
-        return x
-
     @staticmethod
-    def _checked_taps(step: _Step) -> dict[str, Tensor]:
+    def _checked_taps(step: StatefulPass) -> dict[str, Tensor]:
         missing = [name for name, value in step.taps.items() if value is None]
         if missing:
             raise KeyError(f"no module named {missing} was run")

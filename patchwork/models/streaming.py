@@ -115,22 +115,28 @@ class StreamingModel(nn.Module):
     def init_model_state(self, batch_size: int, image_size: tuple[int, int], device: torch.device | str) -> StreamState:
         raise NotImplementedError
 
-    def forward(self, frames: Tensor, actions: Tensor, state: StreamState) -> StepOutput:
-        """One step on full frames ``(B, 3, H, W)``: the model looks at window ``actions`` of each."""
-        actions = actions.to(device=frames.device, dtype=torch.long)
+    def forward(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
+        """One step on full frames ``(B, 3, H, W)``: the model looks at window ``actions`` of each.
+
+        ``actions=None`` is a full-frame pass (a keyframe): the whole frame is processed
+        and every memory rewritten, at single-frame cost; the action history is kept.
+        """
+        if actions is not None:
+            actions = actions.to(device=frames.device, dtype=torch.long)
         out = self.step(self.normalize(frames), actions, state)
-        out.state[ACTION_HISTORY] = self.history.update(out.state[ACTION_HISTORY], actions)
+        if actions is not None:
+            out.state[ACTION_HISTORY] = self.history.update(out.state[ACTION_HISTORY], actions)
         if self.attention is not None and self.grid.num_windows > 1:
             out.q_values = self.attention(self.attention_input(out), out.state[ACTION_HISTORY])
         if not self.training:
             out.predictions = self.predict(out)
         return out
 
-    def step(self, frames: Tensor, actions: Tensor, state: StreamState) -> StepOutput:
-        """Model-specific step on normalised frames; returns ``raw`` and the new state."""
+    def step(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
+        """Model-specific step on normalised frames (``actions=None``: full frame); returns ``raw`` and the new state."""
         return run_stages(self.step_stages(frames, actions, state))
 
-    def step_stages(self, frames: Tensor, actions: Tensor, state: StreamState) -> Stages[StepOutput]:
+    def step_stages(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> Stages[StepOutput]:
         """:meth:`step` as a generator that yields between layers (at least between backbone blocks)."""
         raise NotImplementedError
 

@@ -1,0 +1,93 @@
+"""One builder per paper configuration family (what the Hydra model configs instantiate)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from patchwork.models.attention import AttentionQNetwork
+from patchwork.models.detector import PatchworkDetector
+from patchwork.models.stateful_mobilenet import CellVariant, StatefulMobileNetV2
+from patchwork.nn import WindowGrid
+
+log = logging.getLogger(__name__)
+
+#: torchvision's ImageNet checkpoint for mobilenet_v2 (width 1.0), as the hub caches it.
+IMAGENET_WEIGHTS = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+
+
+def mobilenet_v2(width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None) -> nn.Module:
+    """torchvision's MobileNetV2, with ImageNet weights from a local file when asked. Never downloads.
+
+    Args:
+        width_mult: the width (``depth``) multiplier; the paper uses 1.0 and 1.4.
+        weights: ``None`` (random init), ``"imagenet"`` (torchvision's checkpoint from the
+            torch hub cache, ``$TORCH_HOME/hub/checkpoints``; if it is absent, a warning
+            says so and the model trains from scratch), or the path of a ``state_dict``
+            of ``mobilenet_v2`` (keys ``features.*``; a classifier is ignored).
+
+    Raises:
+        FileNotFoundError: ``weights`` is a path that does not exist.
+    """
+    model = torchvision.models.mobilenet_v2(width_mult=width_mult)
+    if weights is None:
+        return model
+    if weights == "imagenet":
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET_WEIGHTS.url).name
+        if width_mult != 1.0:
+            log.warning("no ImageNet checkpoint exists for mobilenet_v2 width %s; training from scratch", width_mult)
+            return model
+        if not path.is_file():
+            log.warning(
+                "ImageNet weights for mobilenet_v2 not found at %s (nothing is downloaded); training from scratch. "
+                "Put torchvision's %s there, or pass weights=PATH.",
+                path,
+                path.name,
+            )
+            return model
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"mobilenet_v2 weights not found: {path} (expected a state_dict saved with torch.save)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    if not features:
+        raise ValueError(f"{path} holds no 'features.*' keys of a torchvision mobilenet_v2 state_dict")
+    model.load_state_dict(features, strict=False)
+    log.info("loaded mobilenet_v2 weights from %s", path)
+    return model
+
+
+def _grid(grid: WindowGrid | tuple[int, int]) -> WindowGrid:
+    return grid if isinstance(grid, WindowGrid) else WindowGrid(*grid)
+
+
+def patchwork_detector(
+    grid: WindowGrid | tuple[int, int] = (4, 2),
+    width_mult: float = 1.0,
+    num_classes: int = 30,
+    cells: CellVariant = "all",
+    weights: str | None = None,
+    attention_hidden: int = 16,
+    history_alpha: float = 0.5,
+    **detector_options: object,
+) -> PatchworkDetector:
+    """The detector of Sec. 4.1 / Fig. 10 for one paper configuration.
+
+    ``grid=(1, 1)`` is the single-frame SSDLite baseline (no cells, no attention);
+    ``width_mult`` is the ``depth`` of Tab. 4; ``cells`` selects the Table 2 ablation.
+    Remaining keyword arguments go to :class:`PatchworkDetector`.
+    """
+    grid = _grid(grid)
+    backbone = StatefulMobileNetV2.from_torchvision(mobilenet_v2(width_mult, weights), grid, cells=cells)
+    attention = None
+    if grid.num_windows > 1:
+        attention = AttentionQNetwork(backbone.out_channels, grid.num_windows, grid.slices, attention_hidden)
+    return PatchworkDetector(
+        backbone, num_classes, attention=attention, history_alpha=history_alpha, **detector_options
+    )

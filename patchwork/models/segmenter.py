@@ -1,0 +1,272 @@
+"""The Patchwork segmenter (Sec. 4.2; supplementary Sec. A): MobileNetV2 + DeepLabv3 light head.
+
+Binary foreground/background segmentation for unsupervised DAVIS 2016. The backbone is
+MobileNetV2 at output stride 16 the DeepLab way (the last stride-2 convolution becomes
+stride 1 and the convolutions after it are dilated), without the final 1x1 conv to 1280
+(DeepLab reads the 320-channel last bottleneck). The head is the MobileNetV2 paper's
+"DeepLabv3 without ASPP atrous branches" (Sandler et al. 2018, Sec. 6.3): a 1x1 branch
+and an image-pooling branch, a 1x1 projection and a 1x1 classifier.
+
+Pixel-wise segmentation is local, so the head runs on the window's partial map only
+(supplementary Sec. A). Its one global op, the image pooling, pools the restored
+full-frame map instead (a Patchwork cell before every global op, ``DESIGN.md`` Sec. 1).
+The window's logits are written into a full-frame mask-logit memory, so every step
+yields a prediction for the whole frame: fresh inside the window, remembered elsewhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops.misc import Conv2dNormActivation
+
+from patchwork.models.attention import AttentionQNetwork
+from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
+from patchwork.models.streaming import ACTION_HISTORY, Stages, StepOutput, StreamingModel, run_stages
+from patchwork.nn import FrameMemory, StreamState, WindowPlacement
+
+#: State key of the full-frame mask-logit memory.
+MASK_LOGITS = "mask_logits"
+
+#: DeepLab's output stride for MobileNetV2 (MobileNetV2 paper, Sec. 6.3: OS=16).
+OUTPUT_STRIDE = 16
+
+
+# ---------------------------------------------------------------------------- backbone
+def os16_features(model: nn.Module) -> nn.Sequential:
+    """DeepLab's MobileNetV2 feature extractor from a torchvision ``mobilenet_v2`` (copied, not changed).
+
+    Takes ``model.features`` without its final 1x1 conv to 1280 channels (DeepLab reads
+    the 320-channel last bottleneck) and converts it to output stride 16 as TensorFlow
+    DeepLab's ``mobilenet_base`` does: once the running stride reaches 16, a strided conv
+    gets stride 1 with the current dilation rate, and the rate is multiplied by its
+    stride for every k > 1 conv after it. For MobileNetV2: block 14's depthwise conv gets
+    stride 1 (dilation 1), the depthwise convs of blocks 15-17 dilation 2 and padding 2.
+    Module names and parameter shapes are unchanged, so ImageNet weights the caller
+    loaded carry over and ``state_dict`` keys are torchvision's ``0`` ... ``17``.
+
+    Args:
+        model: a ``torchvision.models.MobileNetV2`` (any width).
+    Returns:
+        ``nn.Sequential`` mapping ``(B, 3, H, W)`` to ``(B, C, H / 16, W / 16)`` with
+        ``C = 320`` at width 1.0; :class:`StatefulMobileNetV2` derives ``out_stride = 16``
+        and every cell's context from the modified convs.
+    """
+    features = copy.deepcopy(model.features)
+    last = features[-1]
+    if not (isinstance(last, Conv2dNormActivation) and last[0].kernel_size == (1, 1)):
+        raise ValueError("expected torchvision's mobilenet_v2().features ending in the 1x1 conv to 1280 channels")
+    features = features[:-1]
+    stride, rate = 1, 1
+    for conv in (m for m in features.modules() if isinstance(m, nn.Conv2d)):
+        if conv.kernel_size == (1, 1) and conv.stride == (1, 1):
+            continue  # pointwise: nothing to dilate
+        if stride < OUTPUT_STRIDE:
+            stride *= conv.stride[0]
+            continue
+        kernel, conv_stride = conv.kernel_size[0], conv.stride[0]
+        conv.stride, conv.dilation = (1, 1), (rate, rate)
+        conv.padding = (rate * (kernel - 1) // 2,) * 2
+        rate *= conv_stride
+    return features
+
+
+def mobilenet_v2_os16_features(width_mult: float = 1.0) -> nn.Sequential:
+    """A randomly initialised :func:`os16_features` of ``torchvision.models.mobilenet_v2(width_mult)``."""
+    return os16_features(torchvision.models.mobilenet_v2(width_mult=width_mult))
+
+
+# ------------------------------------------------------------------------------- head
+class DeepLabLightHead(nn.Module):
+    """DeepLabv3 head without the atrous ASPP branches (MobileNetV2 paper, Sec. 6.3).
+
+    ``1x1 conv+BN+ReLU`` on the input, concatenated with the image-pooling branch
+    (global average pool -> ``1x1 conv+BN+ReLU`` -> broadcast), ``1x1`` projection
+    ``conv+BN+ReLU``, dropout, and a ``1x1`` classifier to ``num_classes`` logits.
+    Branch order and dropout follow torchvision's ``ASPP``/TF DeepLab (dropout 0.1 as in
+    TF DeepLab's ``keep_prob=0.9``).
+
+    The image pooling is a global op: a Patchwork model passes the restored full-frame
+    map as ``frame`` so that a window sees the same pooled vector as the full frame.
+    Like torchvision's ``ASPPPooling``, its BatchNorm sees one value per stream, so
+    training needs more than one stream per batch.
+
+    Args:
+        in_channels: channels of the backbone's last map (320 at width 1.0).
+        channels: width of the branches and the projection (256 in DeepLabv3).
+        num_classes: logits per pixel (1: binary foreground).
+        dropout: dropout probability before the classifier.
+    """
+
+    def __init__(self, in_channels: int, channels: int = 256, num_classes: int = 1, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.channels = int(channels)
+        self.num_classes = int(num_classes)
+        self.branch = Conv2dNormActivation(in_channels, channels, kernel_size=1, activation_layer=nn.ReLU)
+        self.image_pool = Conv2dNormActivation(in_channels, channels, kernel_size=1, activation_layer=nn.ReLU)
+        self.project = Conv2dNormActivation(2 * channels, channels, kernel_size=1, activation_layer=nn.ReLU)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, x: Tensor, frame: Tensor | None = None) -> Tensor:
+        """Logits ``(B, num_classes, h, w)`` of a map ``x`` ``(B, in_channels, h, w)``.
+
+        Args:
+            x: the window's (or the frame's) feature map.
+            frame: ``(B, in_channels, H, W)`` the map to pool globally; ``None`` pools ``x``
+                (the stateless head on a whole frame).
+        """
+        return run_stages(self.forward_stages(x, frame))
+
+    def forward_stages(self, x: Tensor, frame: Tensor | None = None) -> Stages[Tensor]:
+        """:meth:`forward` as a generator yielding between its layers (for the ``delay`` baseline)."""
+        local = self.branch(x)
+        yield
+        pooled = (x if frame is None else frame).mean(dim=(-2, -1), keepdim=True)
+        pooled = self.image_pool(pooled).expand_as(local)
+        yield
+        projected = self.project(torch.cat((local, pooled), dim=1))
+        yield
+        return self.classifier(self.dropout(projected))
+
+
+# -------------------------------------------------------------------------- segmenter
+class PatchworkSegmenter(StreamingModel):
+    """MobileNetV2 + DeepLabv3 light head seeing one window per frame, predicting the full frame.
+
+    Args:
+        backbone: the stateful backbone at output stride 16 (e.g.
+            ``StatefulMobileNetV2(mobilenet_v2_os16_features(), grid)``); its grid is the
+            model's. ``WindowGrid(1, 1)`` gives the single-frame segmenter.
+        head: the light head; ``in_channels`` must be the backbone's ``out_channels`` and
+            ``num_classes`` 1 (binary foreground/background, Sec. 4.2).
+        attention: the attention Q-network reading the restored ``"output"`` memory
+            (``in_channels = backbone.out_channels``), or ``None``.
+        history_alpha: the action history's decay (Eq. 1).
+
+    I/O contract (``B`` streams, image ``H x W`` divisible by ``M * 32``, frames in ``[0, 1]``)::
+
+        state = model.init_state(B, (H, W))
+        out = model(frames, actions, state)          # frames (B, 3, H, W), actions (B,)
+        out.raw["logits"]         # (B, 1, H, W) full-frame foreground logits
+        out.raw["window_logits"]  # (B, 1, h / 16, w / 16) this step's window, stride 16
+        out.predictions           # eval: [{"mask": Bool (H, W), "scores": Float (H, W)}] * B
+        model.loss(out, [{"mask": Bool (H, W)}] * B)  # {"loss_mask": scalar}
+
+    The state holds the backbone's memories (one per cell and the restored ``"output"``
+    map, 320 channels at stride 16), and ``"mask_logits"``, the full-frame logits
+    ``(B, 1, H / 16, W / 16)``. The head's image pooling reads ``"output"``: the head's
+    input *is* the backbone's output, so that memory is the pooling cell's memory and
+    is not kept twice.
+    """
+
+    def __init__(
+        self,
+        backbone: StatefulMobileNetV2,
+        head: DeepLabLightHead,
+        attention: AttentionQNetwork | None = None,
+        history_alpha: float = 0.5,
+    ) -> None:
+        super().__init__(backbone.grid, attention, history_alpha)
+        if head.in_channels != backbone.out_channels:
+            raise ValueError(f"head expects {head.in_channels} channels, the backbone gives {backbone.out_channels}")
+        if head.num_classes != 1:
+            raise ValueError(f"the segmenter is binary (one foreground logit), got num_classes={head.num_classes}")
+        self.backbone = backbone
+        self.head = head
+        self.mask_memory = FrameMemory(head.num_classes, backbone.out_stride)
+
+    @property
+    def out_stride(self) -> int:
+        """Stride of the logits the head computes (16)."""
+        return self.backbone.out_stride
+
+    def init_model_state(self, batch_size: int, image_size: tuple[int, int], device: torch.device | str) -> StreamState:
+        """Empty backbone memories plus an all-zero mask-logit memory (probability 0.5, no foreground)."""
+        state = self.backbone.init_state(batch_size, image_size, device)
+        state[MASK_LOGITS] = self.mask_memory.init(batch_size, image_size, device, state[OUTPUT_MEMORY].dtype)
+        return state
+
+    def step_stages(self, frames: Tensor, actions: Tensor, state: StreamState) -> Stages[StepOutput]:
+        """One step on normalised frames ``(B, 3, H, W)``; yields after every backbone block and head layer."""
+        image_size = (frames.shape[-2], frames.shape[-1])
+        crops = self.grid.crop(frames, actions)
+        features, _, state = yield from self.backbone.forward_stages(crops, actions, state)
+        # The backbone has written the window into "output", which now is the restored
+        # full-frame map of the head's input: the image pooling reads it (global op).
+        frame_features = self.backbone.memory(state, OUTPUT_MEMORY)
+        window_logits = yield from self.head.forward_stages(features, frame_features)
+        corners = self.grid.offsets(actions, image_size, self.out_stride).to(frames.device)
+        state[MASK_LOGITS] = self.mask_memory.write(state[MASK_LOGITS], window_logits, WindowPlacement(corners))
+        return StepOutput(self._raw(state, window_logits, image_size), state)
+
+    def forward_full(self, frames: Tensor, state: StreamState) -> StepOutput:
+        """The stateless network on whole frames ``(B, 3, H, W)`` in ``[0, 1]``, writing every memory in full.
+
+        For a full look at a video's first frame, and the reference a window pass is exact
+        against. Takes no action, so the action history is left as it is.
+        """
+        normalized = self.normalize(frames)
+        image_size = (frames.shape[-2], frames.shape[-1])
+        features, state = self.backbone.forward_full(normalized, state)
+        logits = self.head(features)
+        state[MASK_LOGITS] = self.mask_memory.write_full(logits)
+        out = StepOutput(self._raw(state, logits, image_size), state)
+        if self.attention is not None and self.grid.num_windows > 1:
+            out.q_values = self.attention(self.attention_input(out), out.state[ACTION_HISTORY])
+        if not self.training:
+            out.predictions = self.predict(out)
+        return out
+
+    def _raw(self, state: StreamState, window_logits: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
+        # Upsampled here rather than in predict/loss: a new tensor, so ``raw`` never aliases
+        # the memory that the next step overwrites in place under no_grad.
+        logits = F.interpolate(
+            self.mask_memory.frame(state[MASK_LOGITS]), size=image_size, mode="bilinear", align_corners=False
+        )
+        return {"logits": logits, "window_logits": window_logits}
+
+    def attention_input(self, out: StepOutput) -> Tensor:
+        """The backbone's restored ``"output"`` memory ``(B, C, H / 16, W / 16)`` (320 channels at width 1.0)."""
+        return self.backbone.memory(out.state, OUTPUT_MEMORY)
+
+    def predict(self, out: StepOutput) -> list[dict[str, Tensor]]:
+        """Per stream ``{"mask": BoolTensor (H, W) (probability > 0.5), "scores": FloatTensor (H, W)}``."""
+        probabilities = torch.sigmoid(out.raw["logits"][:, 0])
+        return [{"mask": p > 0.5, "scores": p} for p in probabilities]
+
+    def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Per-pixel binary cross-entropy over the **full frame** (mean over pixels and streams).
+
+        The full frame rather than the window: it is what is evaluated (J on whole frames)
+        and what the single-frame model trains on (Sec. 3.4 stage 1, where the window is
+        the frame), and the bilinear upsampling mixes remembered logits into the window's
+        border pixels anyway. Outside the window the loss reaches the logits of earlier
+        frames through the memory (constant when the state is detached).
+
+        Args:
+            targets: per stream ``{"mask": BoolTensor (H, W)}``, the foreground.
+        Returns:
+            ``{"loss_mask": scalar}``.
+        """
+        logits = out.raw["logits"][:, 0]
+        masks = torch.stack([target["mask"] for target in targets]).to(device=logits.device, dtype=logits.dtype)
+        if masks.shape != logits.shape:
+            raise ValueError(f"target masks {tuple(masks.shape)} do not match predictions {tuple(logits.shape)}")
+        return {"loss_mask": F.binary_cross_entropy_with_logits(logits, masks)}
+
+    def mirror_raw(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Flip the logits of a mirrored frame back (width axis).
+
+        ``window_logits`` computed on the mirrored frame's window ``(i, j)`` become those of
+        window ``(i, M - N - j)`` of the original frame. Flipping the stride-16 logits
+        commutes with the bilinear ``align_corners=False`` upsampling (integer scale, sample
+        points symmetric about the centre), so ``logits`` and the mask memory agree.
+        """
+        return {**raw, "logits": raw["logits"].flip(-1), "window_logits": raw["window_logits"].flip(-1)}
