@@ -19,6 +19,7 @@ def main(cfg: DictConfig) -> None:
         warmup=cfg.warmup,
         threads=cfg.threads,
         seed=cfg.seed,
+        fold_bn=cfg.fold_bn,
     )
     height, width = cfg.image_size
     print(

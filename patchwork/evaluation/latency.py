@@ -16,6 +16,7 @@ import torchvision
 
 from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.models import StatefulMobileNetV2
+from patchwork.models.inference import fold_batchnorm
 from patchwork.nn import PatchworkCell, WindowGrid, WindowPlacement
 
 
@@ -75,12 +76,14 @@ def backbone_latency(
     warmup: int = 5,
     threads: int = 1,
     seed: int = 0,
+    fold_bn: bool = True,
 ) -> list[dict[str, object]]:
     """Per-frame CPU latency of the stateful backbone, all grids interleaved in one run.
 
     Every configuration streams the same random video with a random policy; a frame's
     time covers cropping and the window pass (the single-frame row is ``WindowGrid(1, 1)``
-    through the same code path).
+    through the same code path: the stateless network). ``fold_bn`` folds BatchNorm into
+    the convolutions of every configuration alike, as a deployed model would.
 
     Returns:
         Rows ``{"grid", "median_ms", "p95_ms", "speedup", "cells_share"}``, ``speedup``
@@ -94,6 +97,8 @@ def backbone_latency(
     for slices, span in grids:
         grid = WindowGrid(slices, span)
         net = StatefulMobileNetV2.from_torchvision(tv_model, grid).eval()
+        if fold_bn:
+            fold_batchnorm(net)
         configs.append({"grid": grid, "net": net, "state": net.init_state(1, image_size), "times": []})
     with torch.no_grad():
         for t in range(warmup + frames):

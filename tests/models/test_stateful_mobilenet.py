@@ -176,3 +176,21 @@ def test_restored_memories_are_readable_by_name():
         net.memory(state, "features.99")
     out, taps, _ = net.forward_with_taps(frames[..., :64, :64], torch.tensor([0]), state, taps=["features.14.conv.0"])
     assert taps["features.14.conv.0"].shape == (1, 288, 4, 4)
+
+
+@torch.no_grad()
+def test_folding_batchnorm_changes_no_output():
+    from patchwork.models.inference import fold_batchnorm
+
+    tv = _mobilenet(0.5)
+    grid = WindowGrid(2, 1)
+    net = StatefulMobileNetV2.from_torchvision(tv, grid).eval()
+    folded = fold_batchnorm(StatefulMobileNetV2.from_torchvision(tv, grid).eval())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    frames = torch.randn(2, 3, 128, 128)
+    windows = torch.tensor([1, 2])
+    a, _ = net(grid.crop(frames, windows), windows, net.init_state(2, (128, 128)))
+    b, _ = folded(grid.crop(frames, windows), windows, folded.init_state(2, (128, 128)))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(net.train())
