@@ -257,6 +257,14 @@ class PatchworkDetector(StreamingModel):
             detection["labels"] = detection["labels"] - 1
         return detections
 
+    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
+        """No boxes."""
+        return {
+            "boxes": torch.zeros(0, 4, device=device),
+            "scores": torch.zeros(0, device=device),
+            "labels": torch.zeros(0, dtype=torch.long, device=device),
+        }
+
     def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """SSD multibox loss: ``{"bbox_regression", "classification"}`` (torchvision's ``SSD.compute_loss``).
 

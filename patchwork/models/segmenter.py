@@ -27,7 +27,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
-from patchwork.models.streaming import ACTION_HISTORY, Stages, StepOutput, StreamingModel, run_stages
+from patchwork.models.streaming import Stages, StepOutput, StreamingModel, run_stages
 from patchwork.nn import FrameMemory, StreamState, WindowPlacement
 
 #: State key of the full-frame mask-logit memory.
@@ -153,9 +153,10 @@ class PatchworkSegmenter(StreamingModel):
     I/O contract (``B`` streams, image ``H x W`` divisible by ``M * 32``, frames in ``[0, 1]``)::
 
         state = model.init_state(B, (H, W))
-        out = model(frames, actions, state)          # frames (B, 3, H, W), actions (B,)
+        out = model(frames, actions, state)          # frames (B, 3, H, W), actions (B,) or None
         out.raw["logits"]         # (B, 1, H, W) full-frame foreground logits
-        out.raw["window_logits"]  # (B, 1, h / 16, w / 16) this step's window, stride 16
+        out.raw["window_logits"]  # (B, 1, h / 16, w / 16) this step's window at stride 16
+                                  # (the whole frame's for a full-frame pass, actions=None)
         out.predictions           # eval: [{"mask": Bool (H, W), "scores": Float (H, W)}] * B
         model.loss(out, [{"mask": Bool (H, W)}] * B)  # {"loss_mask": scalar}
 
@@ -193,36 +194,28 @@ class PatchworkSegmenter(StreamingModel):
         state[MASK_LOGITS] = self.mask_memory.init(batch_size, image_size, device, state[OUTPUT_MEMORY].dtype)
         return state
 
-    def step_stages(self, frames: Tensor, actions: Tensor, state: StreamState) -> Stages[StepOutput]:
-        """One step on normalised frames ``(B, 3, H, W)``; yields after every backbone block and head layer."""
+    def step_stages(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> Stages[StepOutput]:
+        """One step on normalised frames ``(B, 3, H, W)``; yields after every backbone block and head layer.
+
+        ``actions=None`` is a full-frame pass (a keyframe): the stateless network on whole
+        frames, every memory rewritten in full.
+        """
         image_size = (frames.shape[-2], frames.shape[-1])
-        crops = self.grid.crop(frames, actions)
-        features, _, state = yield from self.backbone.forward_stages(crops, actions, state)
-        # The backbone has written the window into "output", which now is the restored
+        if actions is None:
+            features, _, state = yield from self.backbone.forward_full_stages(frames, state)
+        else:
+            crops = self.grid.crop(frames, actions)
+            features, _, state = yield from self.backbone.forward_stages(crops, actions, state)
+        # The backbone has written its output into "output", which now is the restored
         # full-frame map of the head's input: the image pooling reads it (global op).
         frame_features = self.backbone.memory(state, OUTPUT_MEMORY)
-        window_logits = yield from self.head.forward_stages(features, frame_features)
-        corners = self.grid.offsets(actions, image_size, self.out_stride).to(frames.device)
-        state[MASK_LOGITS] = self.mask_memory.write(state[MASK_LOGITS], window_logits, WindowPlacement(corners))
-        return StepOutput(self._raw(state, window_logits, image_size), state)
-
-    def forward_full(self, frames: Tensor, state: StreamState) -> StepOutput:
-        """The stateless network on whole frames ``(B, 3, H, W)`` in ``[0, 1]``, writing every memory in full.
-
-        For a full look at a video's first frame, and the reference a window pass is exact
-        against. Takes no action, so the action history is left as it is.
-        """
-        normalized = self.normalize(frames)
-        image_size = (frames.shape[-2], frames.shape[-1])
-        features, state = self.backbone.forward_full(normalized, state)
-        logits = self.head(features)
-        state[MASK_LOGITS] = self.mask_memory.write_full(logits)
-        out = StepOutput(self._raw(state, logits, image_size), state)
-        if self.attention is not None and self.grid.num_windows > 1:
-            out.q_values = self.attention(self.attention_input(out), out.state[ACTION_HISTORY])
-        if not self.training:
-            out.predictions = self.predict(out)
-        return out
+        logits = yield from self.head.forward_stages(features, frame_features)
+        if actions is None:
+            state[MASK_LOGITS] = self.mask_memory.write_full(logits)
+        else:
+            corners = self.grid.offsets(actions, image_size, self.out_stride).to(frames.device)
+            state[MASK_LOGITS] = self.mask_memory.write(state[MASK_LOGITS], logits, WindowPlacement(corners))
+        return StepOutput(self._raw(state, logits, image_size), state)
 
     def _raw(self, state: StreamState, window_logits: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
         # Upsampled here rather than in predict/loss: a new tensor, so ``raw`` never aliases
@@ -231,6 +224,13 @@ class PatchworkSegmenter(StreamingModel):
             self.mask_memory.frame(state[MASK_LOGITS]), size=image_size, mode="bilinear", align_corners=False
         )
         return {"logits": logits, "window_logits": window_logits}
+
+    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
+        """What a stream predicts before anything was computed: no foreground, scores 0."""
+        return {
+            "mask": torch.zeros(image_size, dtype=torch.bool, device=device),
+            "scores": torch.zeros(image_size, device=device),
+        }
 
     def attention_input(self, out: StepOutput) -> Tensor:
         """The backbone's restored ``"output"`` memory ``(B, C, H / 16, W / 16)`` (320 channels at width 1.0)."""

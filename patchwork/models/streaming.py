@@ -120,16 +120,25 @@ class StreamingModel(nn.Module):
 
         ``actions=None`` is a full-frame pass (a keyframe): the whole frame is processed
         and every memory rewritten, at single-frame cost; the action history is kept.
+        In eval mode the output carries the decoded ``predictions``.
         """
+        out = self.forward_raw(frames, actions, state)
+        if not self.training:
+            out.predictions = self.predict(out)
+        return out
+
+    def forward_raw(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
+        """:meth:`forward` without decoding predictions (wrappers decode once, from combined outputs)."""
         if actions is not None:
             actions = actions.to(device=frames.device, dtype=torch.long)
-        out = self.step(self.normalize(frames), actions, state)
+        return self.finish_step(self.step(self.normalize(frames), actions, state), actions)
+
+    def finish_step(self, out: StepOutput, actions: Tensor | None) -> StepOutput:
+        """After :meth:`step`: the action history (Eq. 1) and the Q-values for the next action."""
         if actions is not None:
             out.state[ACTION_HISTORY] = self.history.update(out.state[ACTION_HISTORY], actions)
         if self.attention is not None and self.grid.num_windows > 1:
             out.q_values = self.attention(self.attention_input(out), out.state[ACTION_HISTORY])
-        if not self.training:
-            out.predictions = self.predict(out)
         return out
 
     def step(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
@@ -155,4 +164,8 @@ class StreamingModel(nn.Module):
     def mirror_raw(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Map ``raw`` outputs computed on horizontally mirrored frames back to the original
         frames, so that the ``flip`` baseline can average them with the unmirrored ones."""
+        raise NotImplementedError
+
+    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
+        """What a stream predicts before it has any output (e.g. while a delayed keyframe runs)."""
         raise NotImplementedError

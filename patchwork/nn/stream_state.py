@@ -30,7 +30,7 @@ class StreamState(dict[str, Tensor]):
         """
         reset = streams.to(dtype=torch.bool)
         return StreamState(
-            {name: torch.where(reset.view(-1, *([1] * (value.dim() - 1))), 0, value) for name, value in self.items()}
+            {name: value.masked_fill(reset.view(-1, *([1] * (value.dim() - 1))), 0) for name, value in self.items()}
         )
 
     def detach(self) -> "StreamState":
