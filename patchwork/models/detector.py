@@ -102,6 +102,8 @@ class PatchworkDetector(StreamingModel):
     and ``bbox_regression`` ``(B, num_anchors, 4)`` over the full frame.
     """
 
+    task = "detection"
+
     def __init__(
         self,
         backbone: StatefulMobileNetV2,

@@ -203,6 +203,9 @@ class ReplayBuffer:
         """
         return {
             "capacity": self.capacity,
+            "observation_spec": self.observation_spec,
+            "storage_dtype": self.storage_dtype,
+            "action_shape": self.action_shape,
             "position": self.position,
             "size": self.size,
             "obs": {name: value[: self.size].clone() for name, value in self._obs.items()},
@@ -211,6 +214,13 @@ class ReplayBuffer:
             "rewards": self._rewards[: self.size].clone(),
             "dones": self._dones[: self.size].clone(),
         }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping, device: torch.device | str = "cpu") -> "ReplayBuffer":
+        """A buffer rebuilt from a :meth:`state_dict` alone (its spec travels with it)."""
+        buffer = cls(state["capacity"], state["observation_spec"], device, state["storage_dtype"], state["action_shape"])
+        buffer.load_state_dict(state)
+        return buffer
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore a :meth:`state_dict`; the capacity and observation names must match."""

@@ -1,0 +1,222 @@
+"""``train(cfg)``: the three stages of Sec. 3.4 in order, resumable at any checkpoint.
+
+Checkpoints live in ``<run_dir>/checkpoints/stage<k>/{last,best}.pt``. With ``resume=true``
+(and the old run directory as ``hydra.run.dir``) every completed stage is skipped, its
+weights carried over, and the interrupted stage continues from its ``last.pt``: model,
+optimisers, scheduler, replay buffer, RNG states and step, so the resumed run reaches the
+parameters an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from patchwork.engine.batches import ResumableBatches
+from patchwork.engine.checkpoint import CheckpointManager, load_checkpoint, make_payload, restore_payload
+from patchwork.engine.distributed import DistributedContext, init_distributed
+from patchwork.engine.reproducibility import seed_everything
+from patchwork.engine.stages import QLearning, StageRuntime, policy_quality, run_recurrent_stage, run_stage1
+from patchwork.engine.tb_logging import ExperimentLogger
+from patchwork.policies import EpsilonGreedyPolicy, GreedyPolicy, RandomPolicy
+from patchwork.rl import ReplayBuffer
+
+log = logging.getLogger(__name__)
+
+
+def _checkpoint_fn(manager: CheckpointManager, dist: DistributedContext, build_payload: Any) -> Any:
+    def save(step: int, metric: float | None) -> None:
+        payload = build_payload(step)
+        rng = dist.all_gather_object(payload["rng"])
+        if dist.is_main:
+            manager.save({**payload, "rng": rng}, step, metric)
+        dist.barrier()
+
+    return save
+
+
+def _restore(manager: CheckpointManager, dist: DistributedContext, **objects: Any) -> tuple[int, dict | None]:
+    payload = manager.resume()
+    if payload is None:
+        return 0, None
+    step = restore_payload(payload, rank=dist.rank, **objects)
+    log.info("resumed %s at step %d", manager.directory, step)
+    return step, payload
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["models"]["model"]
+
+
+def _stage_cfg(cfg: DictConfig, name: str) -> DictConfig:
+    return cfg.stage[name]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run the stages named in ``cfg.stage`` (in order) and return a summary per stage."""
+    dist = init_distributed(device=None if cfg.device == "auto" else cfg.device)
+    seed_everything(int(cfg.seed) + dist.rank)
+    run_dir = Path(cfg.run_dir)
+    logger = ExperimentLogger(run_dir / "tensorboard", enabled=dist.is_main)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if dist.is_main:
+        logger.hparams({k: str(v) for k, v in config.items() if not isinstance(v, dict)}, {})
+    data = instantiate(cfg.data)
+    summary: dict[str, Any] = {}
+    previous: Path | None = None
+    for name in cfg.stage:
+        stage_cfg = _stage_cfg(cfg, name)
+        manager = CheckpointManager(run_dir / "checkpoints" / name)
+        if not cfg.resume and manager.latest() is not None:
+            raise FileExistsError(
+                f"{manager.directory} already holds checkpoints; pass resume=true to continue that run, "
+                "or choose another hydra.run.dir"
+            )
+        existing = manager.resume() if cfg.resume else None
+        if existing is not None and existing["extra"].get("complete"):
+            log.info("%s already complete; skipping", name)
+            summary[name] = existing["extra"].get("summary", {})
+            previous = manager.latest()
+            continue
+        tic = time.perf_counter()
+        runtime = StageRuntime(
+            dist=dist, logger=logger, checkpoint=lambda step, metric: None,
+            last_checkpoint=lambda m=manager: str(m.latest()) if m.latest() else None,
+            log_every=int(cfg.log_every), checkpoint_every=int(stage_cfg.checkpoint_every), progress=bool(cfg.progress),
+        )
+        if stage_cfg.kind == "single_frame":
+            result = _stage1(cfg, stage_cfg, name, data, dist, runtime, manager)
+        else:
+            result = _recurrent(cfg, stage_cfg, name, data, dist, runtime, manager, previous)
+        result["wall_s"] = time.perf_counter() - tic
+        summary[name] = result
+        previous = manager.latest()
+        log.info("%s done in %.1f s: %s", name, result["wall_s"], result)
+    logger.close()
+    dist.destroy()
+    return summary
+
+
+def _stage1(cfg, stage_cfg, name, data, dist, runtime, manager) -> dict[str, Any]:
+    model = instantiate(cfg.model, grid=[1, 1]).to(dist.device)
+    optimizer = instantiate(cfg.optim.optimizer)(model.parameters(), lr=float(stage_cfg.lr))
+    scheduler = instantiate(cfg.optim.scheduler)(optimizer, max_lr=float(stage_cfg.lr), total_steps=int(stage_cfg.steps))
+    objects = {"models": {"model": model}, "optimizers": {"optimizer": optimizer}, "schedulers": {"scheduler": scheduler}}
+    start, _ = _restore(manager, dist, **objects)
+    runtime.checkpoint = _checkpoint_fn(
+        manager, dist,
+        lambda step: make_payload(step=step, stage=name, config=OmegaConf.to_container(cfg, resolve=True), **objects),
+    )
+    batches = ResumableBatches(
+        data.frame_dataset(), int(stage_cfg.batch_size), seed=int(cfg.seed), rank=dist.rank,
+        world_size=dist.world_size, num_workers=int(cfg.num_workers),
+    ).stream(start)
+    wrapped = dist.wrap_ddp(model)
+    last = run_stage1(wrapped, optimizer, scheduler, batches, start, int(stage_cfg.steps), runtime,
+                      max_grad_norm=stage_cfg.max_grad_norm)
+    _finish(manager, dist, name, cfg, objects, {"final": last})
+    return {"final": last}
+
+
+def _recurrent(cfg, stage_cfg, name, data, dist, runtime, manager, previous: Path | None) -> dict[str, Any]:
+    joint = stage_cfg.kind == "joint"
+    model = instantiate(cfg.model).to(dist.device)
+    if previous is not None:
+        missing, unexpected = model.load_state_dict(_weights(previous), strict=False)
+        if unexpected or any(not k.startswith("attention.") for k in missing):
+            raise RuntimeError(f"{previous} does not fit the model: missing {missing}, unexpected {unexpected}")
+    else:
+        log.warning("%s starts without a previous stage's weights", name)
+    if model.attention is None:
+        raise ValueError(f"{name} needs a model with an attention network (a grid with more than one window)")
+    for parameter_name, parameter in model.named_parameters():
+        parameter.requires_grad_(joint or parameter_name.startswith("attention."))
+    target = copy.deepcopy(model.attention)
+    for parameter in target.parameters():
+        parameter.requires_grad_(False)
+    attention_optimizer = instantiate(cfg.optim.optimizer)(model.attention.parameters(), lr=float(stage_cfg.lr_attention))
+    main_optimizer = None
+    optimizers = {"attention": attention_optimizer}
+    if joint:
+        main = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("attention.")]
+        main_optimizer = instantiate(cfg.optim.optimizer)(main, lr=float(stage_cfg.lr_main))
+        optimizers["main"] = main_optimizer
+    generator = torch.Generator().manual_seed(int(cfg.seed) * 7919 + dist.rank)
+    q = QLearning(
+        model=model, target=target, optimizer=attention_optimizer, replay=None,
+        policy=EpsilonGreedyPolicy(instantiate(cfg.policy.epsilon)), generator=generator,
+        gamma=float(cfg.policy.gamma), batch_size=int(cfg.policy.batch_size), warmup=int(cfg.policy.warmup),
+        target_update=cfg.policy.target_update, target_every=int(cfg.policy.target_every), tau=float(cfg.policy.tau),
+        max_grad_norm=cfg.policy.max_grad_norm,
+    )
+    models = {"model": model, "target_attention": target}
+    payload = manager.resume() if cfg.resume else None
+    start = 0
+    if payload is not None:
+        if payload.get("replay_buffer") is not None:
+            # The buffer's shapes come from the data; build it from the checkpoint's.
+            q.replay = ReplayBuffer.from_state_dict(payload["replay_buffer"])
+        start = restore_payload(payload, models=models, optimizers=optimizers, replay_buffer=q.replay,
+                                generators={"policy": generator}, rank=dist.rank)
+    runtime.checkpoint = _checkpoint_fn(
+        manager, dist,
+        lambda step: make_payload(step=step, stage=name, config=OmegaConf.to_container(cfg, resolve=True),
+                                  models=models, optimizers=optimizers, replay_buffer=q.replay,
+                                  generators={"policy": generator}),
+    )
+    clips = ResumableBatches(
+        data.clip_dataset(), int(stage_cfg.streams), seed=int(cfg.seed) + 1, rank=dist.rank,
+        world_size=dist.world_size, num_workers=int(cfg.num_workers),
+    )
+    length = int(stage_cfg.val_clip_length)
+    val_clips = validation_clips(data.val_clip_dataset(length), length, int(stage_cfg.streams), int(stage_cfg.val_batches))
+    evaluate = lambda: policy_quality(model, val_clips, GreedyPolicy(), dist.device)["quality"]  # noqa: E731
+    last = run_recurrent_stage(
+        int(name[-1]) if name[-1].isdigit() else 0, q, main_optimizer, clips.stream(start), start,
+        int(stage_cfg.steps), runtime, replay_capacity=int(cfg.policy.replay_capacity), bptt=int(stage_cfg.bptt),
+        max_grad_norm=stage_cfg.max_grad_norm, evaluate=evaluate, evaluate_every=int(stage_cfg.evaluate_every),
+    )
+    result = {"final": last}
+    learned = policy_quality(model, val_clips, GreedyPolicy(), dist.device)
+    random = policy_quality(model, val_clips, RandomPolicy(model.num_actions), dist.device)
+    result.update({"val_reward_dqn": learned["reward"], "val_reward_random": random["reward"],
+                   "val_quality_dqn": learned["quality"], "val_quality_random": random["quality"]})
+    runtime.logger.scalars({f"val/{k}": v for k, v in result.items() if k.startswith("val_")}, int(stage_cfg.steps))
+    _finish(manager, dist, name, cfg, {"models": models, "optimizers": optimizers}, result, replay=q.replay,
+            generators={"policy": generator})
+    return result
+
+
+def validation_clips(dataset: Any, length: int, streams: int, batches: int) -> list[dict[str, Any]]:
+    """The first ``batches`` batches of ``streams`` full-length clips of a sequential clip dataset.
+
+    A fixed set, so validation numbers of different steps (and policies) compare like for like;
+    a video's shorter last clip is left out so the streams of a batch stay in step.
+    """
+    full = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if sample["frames"].shape[0] == length:
+            full.append(sample)
+        if len(full) == streams * batches:
+            break
+    if len(full) < streams:
+        raise ValueError(f"validation set has {len(full)} full clips, fewer than the {streams} streams of one batch")
+    return [dataset.collate(full[i : i + streams]) for i in range(0, len(full) - streams + 1, streams)]
+
+
+def _finish(manager, dist, name, cfg, objects, result, replay=None, generators=None) -> None:
+    """Mark the stage complete in its final checkpoint (resume then skips it)."""
+    if dist.is_main:
+        payload = make_payload(step=manager.resume()["step"] if manager.latest() else 0, stage=name,
+                               config=OmegaConf.to_container(cfg, resolve=True), replay_buffer=replay,
+                               generators=generators, extra={"complete": True, "summary": result}, **objects)
+        manager.save(payload, payload["step"])
+    dist.barrier()
