@@ -111,7 +111,7 @@ def stream_clip(
         actions = select(q_values, steps)
         out = model.forward_raw(frames[:, t], actions, state)
         with torch.no_grad():
-            predictions = model.predict(out)
+            predictions = model.reward_predictions(out)
         frame_targets = [clip[t] for clip in targets]
         rewards = step_rewards(model.task, predictions, previous, frame_targets)
         quality = frame_quality(model.task, predictions, frame_targets)

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from patchwork.nn import WindowGrid
+
+if TYPE_CHECKING:
+    from patchwork.evaluation.paper_tables import PaperRow
 
 
 def count_flops(run: Callable[[], object]) -> int:
@@ -97,3 +101,55 @@ def backbone_cost_table(
                 }
             )
     return rows
+
+
+def build_paper_row(row: "PaperRow") -> torch.nn.Module:
+    """The model of one row of Tab. 4/5: base model (grid, width) wrapped as the row says."""
+    from patchwork.models import Flip, KeyframeDelay, KeyframeInterval, Resolution
+    from patchwork.models.builders import patchwork_detector, patchwork_segmenter
+
+    build = patchwork_detector if row.task == "detection" else patchwork_segmenter
+    model = build(row.grid, width_mult=row.width)
+    if row.area != 1.0:
+        model = Resolution(model, row.area)
+    if row.flip:
+        model = Flip(model)
+    if row.delay:
+        model = KeyframeDelay(model, row.interval, row.delay)
+    elif row.interval > 1:
+        model = KeyframeInterval(model, row.interval)
+    return model.eval()
+
+
+def paper_row_cost(row: "PaperRow", image_size: tuple[int, int] = (384, 384), cycles: int = 2) -> FrameCost:
+    """Measured MFLOPs per frame (max, avg) of a paper row over ``cycles`` keyframe intervals
+    (at least 4 frames), with windows visited in turn."""
+    model = build_paper_row(row)
+    frames = torch.rand(1, 3, *image_size)
+    with torch.no_grad():
+        state = model.init_state(1, image_size)
+
+        def step(t: int) -> None:
+            nonlocal state
+            state = model(frames, torch.tensor([t % model.num_actions]), state).state
+
+        return stream_cost(step, max(4, cycles * row.interval))
+
+
+def paper_cost_table(rows: Iterable["PaperRow"], image_size: tuple[int, int] = (384, 384)) -> list[dict[str, object]]:
+    """Our MFLOPs beside the paper's for each row: ``task, method, mflops_max, mflops_avg,
+    paper_mflops_max, paper_mflops_avg``."""
+    table = []
+    for row in rows:
+        cost = paper_row_cost(row, image_size)
+        table.append(
+            {
+                "task": row.task,
+                "method": row.method,
+                "mflops_max": cost.mflops_max,
+                "mflops_avg": cost.mflops_avg,
+                "paper_mflops_max": row.paper["mflops_max"],
+                "paper_mflops_avg": row.paper["mflops_avg"],
+            }
+        )
+    return table

@@ -1,5 +1,26 @@
-"""Networks: the stateful MobileNetV2 backbone and the models built on it."""
+"""Networks: the stateful MobileNetV2 backbone, the task models built on it, and baselines."""
 
+from patchwork.models.attention import AttentionQNetwork
+from patchwork.models.baselines import Flip, KeyframeDelay, KeyframeInterval, Resolution
+from patchwork.models.builders import mobilenet_v2, patchwork_detector, patchwork_segmenter
+from patchwork.models.detector import PatchworkDetector
+from patchwork.models.segmenter import DeepLabLightHead, PatchworkSegmenter
 from patchwork.models.stateful_mobilenet import StatefulMobileNetV2
+from patchwork.models.streaming import StepOutput, StreamingModel
 
-__all__ = ["StatefulMobileNetV2"]
+__all__ = [
+    "AttentionQNetwork",
+    "DeepLabLightHead",
+    "Flip",
+    "KeyframeDelay",
+    "KeyframeInterval",
+    "PatchworkDetector",
+    "PatchworkSegmenter",
+    "Resolution",
+    "StatefulMobileNetV2",
+    "StepOutput",
+    "StreamingModel",
+    "mobilenet_v2",
+    "patchwork_detector",
+    "patchwork_segmenter",
+]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -37,6 +38,7 @@ from patchwork.models.stateful import StatefulPass, cell_memories, insert_cells,
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
 from patchwork.models.streaming import Stages, StepOutput, StreamingModel
 from patchwork.nn import FrameMemory, StreamState, WindowPlacement
+from patchwork.rl.rewards import SCORE_THRESHOLD as REWARD_SCORE_THRESHOLD
 
 #: SSDLite attaches its first head to the expansion layer of the first stride-32 block,
 #: which still sees stride 16 (Sandler et al. 2018, Sec. 6.2).
@@ -220,7 +222,7 @@ class PatchworkDetector(StreamingModel):
                     state[key] = memory.write_full(window)
                 else:
                     state[key] = memory.write(state[key], window, placements[self.high_res_strides[level]])
-            yield
+                yield
         restored = self.backbone.memory(state, OUTPUT_MEMORY)
         levels = self.pyramid(restored)
         yield
@@ -249,12 +251,22 @@ class PatchworkDetector(StreamingModel):
     # ---------------------------------------------------- predictions, loss
     def predict(self, out: StepOutput) -> list[dict[str, Tensor]]:
         """Per-stream ``{"boxes" (N, 4) xyxy pixels, "scores" (N,), "labels" (N,) in 0..num_classes-1}``."""
-        raw = out.raw
+        return self._postprocess(out.raw, self.score_thresh)
+
+    def reward_predictions(self, out: StepOutput) -> list[dict[str, Tensor]]:
+        """Only the boxes the reward's ``f`` looks at (score > 0.5, Sec. 3.3): far fewer to decode."""
+        return self._postprocess(out.raw, max(self.score_thresh, REWARD_SCORE_THRESHOLD))
+
+    def _postprocess(self, raw: dict[str, Any], score_thresh: float) -> list[dict[str, Tensor]]:
         image_size = raw["image_size"]
         anchors = self.anchors(image_size, raw["cls_logits"].device)
         batch = raw["cls_logits"].shape[0]
+        settings = SimpleNamespace(
+            box_coder=self.box_coder, score_thresh=score_thresh, topk_candidates=self.topk_candidates,
+            nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img,
+        )
         # torchvision's SSD post-processing (softmax, per-class top-k, batched NMS) reused as is.
-        detections = SSD.postprocess_detections(self, raw, [anchors] * batch, [image_size] * batch)
+        detections = SSD.postprocess_detections(settings, raw, [anchors] * batch, [image_size] * batch)
         for detection in detections:
             detection["labels"] = detection["labels"] - 1
         return detections

@@ -167,6 +167,8 @@ class PatchworkSegmenter(StreamingModel):
     is not kept twice.
     """
 
+    task = "segmentation"
+
     def __init__(
         self,
         backbone: StatefulMobileNetV2,

@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.mobilenetv2 import InvertedResidual
 
 from patchwork.models.stateful import StatefulPass, cell_memories, conv_input_strides, insert_cells, run_stateful
 from patchwork.models.streaming import Stages, run_stages
@@ -260,10 +261,24 @@ class StatefulMobileNetV2(nn.Module):
         return out
 
     def _run_blocks(self, x: Tensor, step: StatefulPass) -> Stages[Tensor]:
-        """Run ``features`` block by block, yielding after each."""
+        """Run ``features`` layer by layer, yielding after each layer of every block.
+
+        Yielding inside the inverted residual blocks keeps every stage small (the largest
+        is one convolution), so the ``delay`` baseline can split a keyframe evenly.
+        """
         for name, block in self.features.named_children():
-            x = run_stateful(block, f"features.{name}", x, step)
-            yield
+            prefix = f"features.{name}"
+            if isinstance(block, InvertedResidual):
+                out = x
+                for child_name, child in block.conv.named_children():
+                    out = run_stateful(child, f"{prefix}.conv.{child_name}", out, step)
+                    yield
+                x = x + out if block.use_res_connect else out
+                if prefix in step.taps:
+                    step.taps[prefix] = x
+            else:
+                x = run_stateful(block, prefix, x, step)
+                yield
         return x
 
     @staticmethod

@@ -157,6 +157,10 @@ class StreamingModel(nn.Module):
         """Full-frame predictions per stream from a step's ``raw`` outputs."""
         raise NotImplementedError
 
+    def reward_predictions(self, out: StepOutput) -> list[dict[str, Tensor]]:
+        """The predictions the reward (Eq. 2) is computed from; a model may decode fewer than :meth:`predict`."""
+        return self.predict(out)
+
     def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Task losses of a step against per-stream full-frame targets."""
         raise NotImplementedError
