@@ -3,8 +3,7 @@
 FLOPs are ``2 x multiply-adds`` as the paper counts them, measured by
 ``torch.utils.flop_counter.FlopCounterMode`` on the operations a call really runs
 (convolutions and matrix products; element-wise ops, BatchNorm in inference and the
-Patchwork cells' copies count zero, as in the paper's figures; cells on large windows
-recompute their border outputs, which adds under 1%). A streaming method's
+Patchwork cells' copies count zero, as in the paper's figures). A streaming method's
 cost depends on the frame (a keyframe baseline computes only every K-th frame), so the
 paper reports the **max** and the **average** over the frames of a stream.
 """

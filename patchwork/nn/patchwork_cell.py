@@ -156,7 +156,6 @@ class PatchworkCell(nn.Module):
         cols = conv_context(self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1])
         #: ``(top, bottom, left, right)`` context in input cells; negative means "trim".
         self.context = (rows[0], rows[1], cols[0], cols[1])
-        self._extents = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
         self.memory = FrameMemory(conv.in_channels, input_stride, border=tuple(max(c, 0) for c in self.context))
 
     def extra_repr(self) -> str:
@@ -190,61 +189,8 @@ class PatchworkCell(nn.Module):
         Returns:
             ``Y_t`` of shape ``(B, C_out, h / stride, w / stride)`` and ``S_t``.
         """
-        if window.numel() < self.ring_threshold * window.shape[0]:
-            extended, memory = self.propagate(window, memory, placement)
-            return self._valid_conv(extended), memory
-        # Large windows: copying the whole window back out of the memory costs more than
-        # the convolution. Convolve the window with the conv's own zero padding instead
-        # (exact except where the kernel reaches past the window) and recompute only those
-        # border outputs from strips of the extended window X~_t.
-        memory = self.memory.write(memory, window, placement)
-        out = F.conv2d(window, self.weight, self.bias, self.stride, self._full_frame_padding, self.dilation, self.groups)
-        for rows, cols, out_rows, out_cols in self._border_strips(window.shape[-2:]):
-            strip = self._read_extended(memory, placement, rows, cols)
-            out[:, :, out_rows[0] : out_rows[1], out_cols[0] : out_cols[1]] = self._valid_conv(strip)
-        return out, memory
-
-    #: Window size (elements per stream) from which :meth:`forward` recomputes border strips
-    #: instead of copying the extended window; below it the fewer, larger ops win.
-    ring_threshold = 65536
-
-    def _valid_conv(self, extended: Tensor) -> Tensor:
-        return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-    def _read_extended(
-        self, memory: Tensor, placement: WindowPlacement, rows: tuple[int, int], cols: tuple[int, int]
-    ) -> Tensor:
-        """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of ``X~_t`` (coordinates of the extended window)."""
-        top, _, left, _ = self.context
-        border = self.memory.border
-        shift = (border[0] - top + rows[0], border[2] - left + cols[0])
-        return gather_windows(memory, placement, (rows[1] - rows[0], cols[1] - cols[0]), shift=shift)
-
-    def _border_strips(self, size: tuple[int, int]) -> list[tuple[tuple[int, int], ...]]:
-        """Strips of ``X~_t`` whose VALID convolution gives the outputs that read context.
-
-        Returns:
-            ``(rows, cols, out_rows, out_cols)`` ranges: input rows/cols of the extended
-            window and the output rows/cols they produce (top, bottom, left, right).
-        """
-        strips = []
-        (top, bottom, left, right), extents = self.context, self._extents
-        for axis, (before, after, stride, extent, length) in enumerate(
-            ((top, bottom, self.stride[0], extents[0], size[0]), (left, right, self.stride[1], extents[1], size[1]))
-        ):
-            outputs, full = length // stride, length + before + after
-            ranges = []
-            if before > 0:
-                count = -(-before // stride)
-                ranges.append(((0, (count - 1) * stride + extent), (0, count)))
-            first = max(0, (before + length - extent) // stride + 1)
-            if first < outputs:
-                ranges.append(((first * stride, full), (first, outputs)))
-            other = (0, size[1 - axis] + (left + right if axis == 0 else top + bottom))
-            other_out = (0, size[1 - axis] // self.stride[1 - axis])
-            for inputs, produced in ranges:
-                strips.append((inputs, other, produced, other_out) if axis == 0 else (other, inputs, other_out, produced))
-        return strips
+        extended, memory = self.propagate(window, memory, placement)
+        return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups), memory
 
     def forward_full(self, frame: Tensor) -> tuple[Tensor, Tensor]:
         """The stateless convolution on a whole frame ``(B, C_in, H, W)``; also returns the memory it leaves."""

@@ -112,7 +112,6 @@ def test_head_pools_the_frame_it_is_given():
 
 
 # -------------------------------------------------------------------------- segmenter
-# 256 with M=4, N=2 takes the cells' large-window path (border strips recomputed).
 @pytest.mark.parametrize("slices, span, side", [(2, 1, 128), (4, 2, 256), (4, 1, 128)])
 @torch.no_grad()
 def test_window_step_after_full_pass_equals_full_frame_model(slices, span, side):
