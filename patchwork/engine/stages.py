@@ -44,6 +44,7 @@ class StageRuntime:
     log_every: int
     checkpoint_every: int
     progress: bool = True
+    on_step_end: Callable[[int, nn.Module], None] | None = None  # (step, model) after each optimiser step
 
 
 def to_device_targets(targets: list[Any], device: torch.device) -> list[Any]:
@@ -120,6 +121,8 @@ def run_stage1(
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
+        if runtime.on_step_end is not None:
+            runtime.on_step_end(step + 1, inner)
         bar.update(1)
         if (step + 1) % runtime.log_every == 0 or step + 1 == steps:
             elapsed, tic = time.perf_counter() - tic, time.perf_counter()
@@ -276,6 +279,8 @@ def run_recurrent_stage(
                 if stats:
                     check_finite(stats["losses/td"], step, runtime.last_checkpoint())
                     q_stats.append(stats)
+        if runtime.on_step_end is not None:
+            runtime.on_step_end(step + 1, model)
         bar.update(1)
         if (step + 1) % runtime.log_every == 0 or step + 1 == steps:
             last = {

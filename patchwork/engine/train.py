@@ -25,6 +25,7 @@ from patchwork.engine.distributed import DistributedContext, init_distributed
 from patchwork.engine.reproducibility import seed_everything
 from patchwork.engine.stages import QLearning, StageRuntime, policy_quality, run_recurrent_stage, run_stage1
 from patchwork.engine.tb_logging import ExperimentLogger
+from patchwork.nn import WindowGrid
 from patchwork.policies import EpsilonGreedyPolicy, GreedyPolicy, RandomPolicy
 from patchwork.rl import ReplayBuffer
 
@@ -59,8 +60,20 @@ def _stage_cfg(cfg: DictConfig, name: str) -> DictConfig:
     return cfg.stage[name]
 
 
+def validate_config(cfg: DictConfig) -> None:
+    """Fail before any work (data generation, model building) on a config that cannot run."""
+    grid = WindowGrid(*cfg.model.grid)
+    grid.check_image_size(tuple(cfg.data.image_size))
+    unknown = [name for name in cfg.stage if cfg.stage[name].get("kind") not in ("single_frame", "attention", "joint")]
+    if unknown:
+        raise ValueError(f"stage(s) {unknown} have no valid 'kind' (single_frame | attention | joint)")
+    if any(cfg.stage[name].kind != "single_frame" for name in cfg.stage) and grid.num_windows < 2:
+        raise ValueError(f"stages 2 and 3 train the attention policy; {grid!r} has a single window")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the stages named in ``cfg.stage`` (in order) and return a summary per stage."""
+    validate_config(cfg)
     dist = init_distributed(device=None if cfg.device == "auto" else cfg.device)
     seed_everything(int(cfg.seed) + dist.rank)
     run_dir = Path(cfg.run_dir)
@@ -90,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             dist=dist, logger=logger, checkpoint=lambda step, metric: None,
             last_checkpoint=lambda m=manager: str(m.latest()) if m.latest() else None,
             log_every=int(cfg.log_every), checkpoint_every=int(stage_cfg.checkpoint_every), progress=bool(cfg.progress),
+            on_step_end=_parameter_dump(cfg.debug.dump_parameters, name, dist),
         )
         if stage_cfg.kind == "single_frame":
             result = _stage1(cfg, stage_cfg, name, data, dist, runtime, manager)
@@ -102,6 +116,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger.close()
     dist.destroy()
     return summary
+
+
+def _parameter_dump(directory: str | None, stage: str, dist: DistributedContext):
+    """Debug hook: every rank writes its flattened parameters after every step (DDP tests)."""
+    if not directory:
+        return None
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+
+    def dump(step: int, model: torch.nn.Module) -> None:
+        flat = torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()])
+        torch.save(flat, path / f"{stage}_rank{dist.rank}_step{step}.pt")
+
+    return dump
 
 
 def _stage1(cfg, stage_cfg, name, data, dist, runtime, manager) -> dict[str, Any]:
