@@ -132,7 +132,7 @@ def run_stage1(
                  "perf/frames_per_s": runtime.log_every * frames.shape[0] / max(elapsed, 1e-9)},
                 step + 1,
             )
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{last['losses/total']:.3f}")
         if (step + 1) % runtime.checkpoint_every == 0 or step + 1 == steps:
             runtime.checkpoint(step + 1, None)
     bar.close()

@@ -60,14 +60,27 @@ def _stage_cfg(cfg: DictConfig, name: str) -> DictConfig:
     return cfg.stage[name]
 
 
+def selected_stages(cfg: DictConfig) -> list[str]:
+    """The stages chosen in the ``stage`` group, in order.
+
+    An experiment file may also set options of stages that a command line then leaves out
+    (``stage=[stage1]``); such a node has no ``kind`` (that comes from the stage's own
+    config file) and is not run.
+    """
+    return [name for name in cfg.stage if "kind" in cfg.stage[name]]
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Fail before any work (data generation, model building) on a config that cannot run."""
     grid = WindowGrid(*cfg.model.grid)
     grid.check_image_size(tuple(cfg.data.image_size))
-    unknown = [name for name in cfg.stage if cfg.stage[name].get("kind") not in ("single_frame", "attention", "joint")]
-    if unknown:
-        raise ValueError(f"stage(s) {unknown} have no valid 'kind' (single_frame | attention | joint)")
-    if any(cfg.stage[name].kind != "single_frame" for name in cfg.stage) and grid.num_windows < 2:
+    stages = selected_stages(cfg)
+    if not stages:
+        raise ValueError("no stage selected (stage=[stage1,stage2,stage3])")
+    invalid = [name for name in stages if cfg.stage[name].kind not in ("single_frame", "attention", "joint")]
+    if invalid:
+        raise ValueError(f"stage(s) {invalid} have an invalid 'kind' (single_frame | attention | joint)")
+    if any(cfg.stage[name].kind != "single_frame" for name in stages) and grid.num_windows < 2:
         raise ValueError(f"stages 2 and 3 train the attention policy; {grid!r} has a single window")
 
 
@@ -83,8 +96,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.hparams({k: str(v) for k, v in config.items() if not isinstance(v, dict)}, {})
     data = instantiate(cfg.data)
     summary: dict[str, Any] = {}
-    previous: Path | None = None
-    for name in cfg.stage:
+    # Weights to start from when the first stage run is not stage 1 (e.g. one stage-1
+    # model shared by several grids' stages 2 and 3).
+    previous: Path | None = Path(cfg.init_from) if cfg.init_from else None
+    for name in selected_stages(cfg):
         stage_cfg = _stage_cfg(cfg, name)
         manager = CheckpointManager(run_dir / "checkpoints" / name)
         if not cfg.resume and manager.latest() is not None:

@@ -1,0 +1,323 @@
+"""Paper-style tables (Markdown, CSV, JSON) and figures (PNG) from evaluation rows.
+
+Input everywhere is the list of raw rows :func:`patchwork.evaluation.streaming.evaluate_method`
+returns (numbers in their units: MFLOPs, ms, metrics in percent). The builders turn them into
+:class:`Table` s shaped like the paper's:
+
+- :func:`paper_table`: supplementary Tab. 4 (detection) / Tab. 5 (segmentation): method,
+  MFLOPs max and avg, ms max as "p95 / p99", ms avg as "mean ± std", mAP or J and F.
+- :func:`policy_table`: Tab. 1, attention policies (M, N, policy, MFLOPs, metric).
+- :func:`cells_table`: Tab. 2, policy x Patchwork cell yes/no (metric).
+
+:func:`write_table` writes each as ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json``;
+:func:`read_table` reads the CSV or JSON back. Figures: :func:`plot_latency_accuracy`
+(Figs. 5-8: accuracy against theoretical max MFLOPs or empirical p95 ms, single-frame and
+Patchwork variants as separate series) and :func:`render_strip` / :func:`save_strip` (Fig. 4:
+consecutive frames with the attention window in red and the predictions).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in tests
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torchvision.io import write_png  # noqa: E402
+
+from patchwork.engine.tb_logging import render_attention_frame  # noqa: E402
+from patchwork.evaluation.tables import markdown_table, write_json  # noqa: E402
+
+PathLike = str | os.PathLike
+
+
+# --------------------------------------------------------------------------- labels
+def method_label(
+    grid: tuple[int, int] = (1, 1),
+    width: float = 1.0,
+    interval: int = 1,
+    delay: int = 0,
+    area: float = 1.0,
+    flip: bool = False,
+    cells: str = "all",
+    policy: str | None = None,
+) -> str:
+    """The paper's name of a method, e.g. ``"SF interval=4, delay=3"``, ``"Patchwork M=4, N=2, depth=1.4, flip"``.
+
+    Beyond the paper's options: ``cells`` other than ``"all"`` (Tab. 2's ablation, ``cells=none``)
+    and a policy other than the learned one (``policy="scanning"``) are appended.
+    """
+    single = grid[0] == grid[1]
+    options = []
+    if interval > 1:
+        options.append(f"interval={interval}")
+    if delay:
+        options.append(f"delay={delay}")
+    if width != 1.0:
+        options.append(f"depth={width:g}")
+    if area != 1.0:
+        options.append(f"resolution={area:g}")
+    if flip:
+        options.append("flip")
+    if not single and cells != "all":
+        options.append(f"cells={cells}")
+    if not single and policy not in (None, "dqn", "DQN"):
+        options.append(str(policy).lower())
+    if single:
+        return "SF " + ", ".join(options) if options else "Single-frame (SF)"
+    return ", ".join([f"Patchwork M={grid[0]}, N={grid[1]}", *options])
+
+
+def metric_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """``("mAP",)`` for detection rows, ``("J", "F")`` for segmentation rows."""
+    tasks = {row["task"] for row in rows}
+    if len(tasks) != 1:
+        raise ValueError(f"a table holds one task's rows, got {sorted(tasks)}")
+    return ("mAP",) if tasks == {"detection"} else ("J", "F")
+
+
+# --------------------------------------------------------------------------- tables
+@dataclass
+class Table:
+    """A table: a title, its column names and one dict per row (cells are numbers or strings)."""
+
+    title: str
+    columns: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def markdown(self, floats: str = ".1f") -> str:
+        """GitHub Markdown, preceded by the title in bold."""
+        return f"**{self.title}**\n\n" + markdown_table(self.rows, self.columns, floats)
+
+
+def _round(value: float, digits: int = 1) -> float:
+    return round(float(value), digits)
+
+
+def _ms_max(row: Mapping[str, Any], prefix: str = "ms") -> str:
+    return f"{row[f'{prefix}_p95']:.1f} / {row[f'{prefix}_p99']:.1f}"
+
+
+def _ms_avg(row: Mapping[str, Any], prefix: str = "ms") -> str:
+    return f"{row[f'{prefix}_mean']:.1f} ± {row[f'{prefix}_std']:.1f}"
+
+
+def paper_table(rows: Sequence[Mapping[str, Any]], title: str | None = None, coco_extra: bool = True) -> Table:
+    """Tab. 4 / Tab. 5: ``Method | MFLOPs max | MFLOPs avg | ms max (p95 / p99) | ms avg (mean ± std) | mAP`` (or ``J | F``).
+
+    GPU latency columns are added when any row has ``gpu_ms_*``; for detection the COCO AP50
+    (``AP50 (COCO, extra)``) when ``coco_extra``. Numbers are rounded to one decimal.
+    """
+    metrics = metric_columns(rows)
+    detection = metrics == ("mAP",)
+    gpu = any("gpu_ms_p95" in row for row in rows)
+    columns = ["Method", "MFLOPs max", "MFLOPs avg", "ms max (p95 / p99)", "ms avg (mean ± std)"]
+    if gpu:
+        columns += ["GPU ms max (p95 / p99)", "GPU ms avg (mean ± std)"]
+    columns += list(metrics)
+    if detection and coco_extra:
+        columns.append("AP50 (COCO, extra)")
+    table = []
+    for row in rows:
+        cells = {
+            "Method": row["method"],
+            "MFLOPs max": _round(row["mflops_max"]),
+            "MFLOPs avg": _round(row["mflops_avg"]),
+            "ms max (p95 / p99)": _ms_max(row),
+            "ms avg (mean ± std)": _ms_avg(row),
+        }
+        if gpu:
+            has = "gpu_ms_p95" in row
+            cells["GPU ms max (p95 / p99)"] = _ms_max(row, "gpu_ms") if has else "-"
+            cells["GPU ms avg (mean ± std)"] = _ms_avg(row, "gpu_ms") if has else "-"
+        cells.update({m: _round(row[m]) for m in metrics})
+        if detection and coco_extra:
+            cells["AP50 (COCO, extra)"] = _round(row["AP50_coco_extra"])
+        table.append(cells)
+    default = "Tab. 4: latency vs accuracy (detection)" if detection else "Tab. 5: latency vs accuracy (segmentation)"
+    return Table(title or default, columns, table)
+
+
+def policy_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 1: attention policies") -> Table:
+    """Tab. 1: ``M | N | Policy | MFLOPs | mAP`` (or ``J | F``); single-frame rows show ``-`` for M and N.
+
+    MFLOPs is the max per frame (for a single-frame row with a keyframe schedule, the paper's
+    comparable-max-latency baseline).
+    """
+    metrics = metric_columns(rows)
+    table = []
+    for row in rows:
+        single = row["grid"] == "single-frame"
+        cells = {
+            "M": "-" if single else int(row["M"]),
+            "N": "-" if single else int(row["N"]),
+            "Policy": "Single-frame" if single else row["policy"],
+            "MFLOPs": _round(row["mflops_max"]),
+        }
+        cells.update({m: _round(row[m]) for m in metrics})
+        table.append(cells)
+    return Table(title, ["M", "N", "Policy", "MFLOPs", *metrics], table)
+
+
+def cells_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 2: with and without Patchwork cells") -> Table:
+    """Tab. 2: ``Policy | Patchwork Cell? | mAP`` (or ``J | F``); ``yes`` unless the row's ``cells`` is ``none``."""
+    metrics = metric_columns(rows)
+    table = []
+    for row in rows:
+        cells = {"Policy": row["policy"], "Patchwork Cell?": "no" if row["cells"] == "none" else "yes"}
+        cells.update({m: _round(row[m]) for m in metrics})
+        table.append(cells)
+    return Table(title, ["Policy", "Patchwork Cell?", *metrics], table)
+
+
+def write_table(table: Table, directory: PathLike, stem: str) -> dict[str, Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``directory``.
+
+    The JSON holds ``{"title", "columns", "rows"}``; the CSV the header and one line per row.
+    Returns ``{"md": path, "csv": path, "json": path}``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"md": directory / f"{stem}.md", "csv": directory / f"{stem}.csv", "json": directory / f"{stem}.json"}
+    paths["md"].write_text(table.markdown() + "\n", encoding="utf-8")
+    with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=table.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table.rows)
+    write_json(paths["json"], {"title": table.title, "columns": table.columns, "rows": table.rows})
+    return paths
+
+
+def _parse_cell(text: str) -> Any:
+    """A CSV cell back to the number it was written from (int, then float), else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_table(path: PathLike) -> Table:
+    """Read a table written by :func:`write_table` from its ``.json`` or ``.csv`` file.
+
+    CSV cells that parse as numbers come back as ``int`` / ``float`` (the JSON keeps types
+    exactly); a CSV carries no title, so the file's stem is used.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        return Table(payload["title"], payload["columns"], payload["rows"])
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = [{key: _parse_cell(value) for key, value in line.items()} for line in reader]
+        return Table(path.stem, list(reader.fieldnames or []), rows)
+
+
+# --------------------------------------------------------------------------- figures
+#: Figs. 6 and 8: single-frame variants in blue, Patchwork variants in red.
+SERIES_COLORS = {"single-frame": "tab:blue", "patchwork": "tab:red"}
+X_LABELS = {
+    "mflops_max": "theoretical max latency (MFLOPs per frame)",
+    "ms_p95": "empirical max latency (ms per frame, p95, 1 CPU thread)",
+    "gpu_ms_p95": "empirical max latency (ms per frame, p95, GPU)",
+}
+
+
+def plot_latency_accuracy(
+    rows: Sequence[Mapping[str, Any]], path: PathLike, x: str = "mflops_max", metric: str | None = None,
+    title: str | None = None,
+) -> Path:
+    """Accuracy against max latency, one series per family, each point labelled (Figs. 5-8).
+
+    Args:
+        rows: evaluation rows (``grid``, ``method`` and the ``x`` and ``metric`` keys).
+        path: the PNG to write.
+        x: ``"mflops_max"`` (Figs. 5, 7), ``"ms_p95"`` (Figs. 6, 8) or ``"gpu_ms_p95"``.
+        metric: the y column (default ``mAP`` for detection, ``J`` for segmentation).
+    Returns:
+        ``path``.
+    """
+    metric = metric or metric_columns(rows)[0]
+    figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    for family, color in SERIES_COLORS.items():
+        members = sorted(
+            (row for row in rows if (row["grid"] == "single-frame") == (family == "single-frame")), key=lambda r: r[x]
+        )
+        if not members:
+            continue
+        xs, ys = [row[x] for row in members], [row[metric] for row in members]
+        label = "single-frame variants" if family == "single-frame" else "Patchwork variants"
+        axes.plot(xs, ys, "o-", color=color, label=label)
+        for row, px, py in zip(members, xs, ys):
+            axes.annotate(row["method"], (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.set_xlabel(X_LABELS.get(x, x))
+    axes.set_ylabel(f"{metric} (%)")
+    axes.set_title(title or f"{metric} vs {X_LABELS.get(x, x).split(' (')[0]}")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    plt.close(figure)
+    return path
+
+
+def render_strip(
+    frames: Tensor,
+    window_boxes: Tensor,
+    predictions: Sequence[Mapping[str, Tensor]],
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.5,
+    gap: int = 4,
+) -> Tensor:
+    """Fig. 4: consecutive frames side by side, each with its attention window in red and its predictions.
+
+    Args:
+        frames: ``(T, 3, H, W)`` uint8 or float in ``[0, 1]``.
+        window_boxes: ``(T, 4)`` attention windows, xyxy pixels of the frames (x2, y2 exclusive).
+        predictions: ``T`` predictions in the frames' pixels: ``boxes`` / ``scores`` / ``labels``
+            (boxes above ``score_threshold`` are drawn in green, labelled with the class name
+            and score when ``class_names`` is given) or a ``mask`` (green overlay).
+        gap: white pixels between frames.
+    Returns:
+        uint8 ``(3, H, T * W + (T - 1) * gap)``.
+    """
+    if not (len(frames) == len(window_boxes) == len(predictions)) or len(frames) == 0:
+        raise ValueError(f"need as many frames, windows and predictions (>= 1), got "
+                         f"{len(frames)}, {len(window_boxes)}, {len(predictions)}")
+    tiles = []
+    for frame, window, prediction in zip(frames, window_boxes, predictions):
+        boxes = labels = mask = None
+        if "mask" in prediction:
+            mask = prediction["mask"]
+        elif "boxes" in prediction:
+            keep = prediction["scores"] > score_threshold
+            boxes = prediction["boxes"][keep]
+            if class_names is not None:
+                labels = [f"{class_names[int(c)]} {float(s):.2f}"
+                          for c, s in zip(prediction["labels"][keep], prediction["scores"][keep])]
+        tiles.append(render_attention_frame(frame, window, boxes=boxes, labels=labels, mask=mask))
+    height = tiles[0].shape[1]
+    spacer = torch.full((3, height, gap), 255, dtype=torch.uint8)
+    pieces = [piece for tile in tiles for piece in (tile, spacer)][:-1]
+    return torch.cat(pieces, dim=2)
+
+
+def save_strip(path: PathLike, *args: Any, **kwargs: Any) -> Path:
+    """:func:`render_strip` written as a PNG at ``path``; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(render_strip(*args, **kwargs), str(path))
+    return path
+

@@ -1,0 +1,155 @@
+"""End to end: a real ``scripts/train.py`` run killed with SIGKILL and resumed with ``resume=true``
+reaches exactly the parameters of an uninterrupted run with the same seed (issue 5, "What it must
+show"; checkpoints hold model, optimisers, scheduler, replay buffer, RNG states and step).
+
+Every run is ``experiment=test_tiny`` (all three stages of Sec. 3.4 in a few seconds) on the CPU
+with one intra-op thread: CPU kernels are deterministic, so the comparison is exact (``torch.equal``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from patchwork.engine.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "scripts" / "train.py"
+STAGES = ("stage1", "stage2", "stage3")
+TIMEOUT_S = 120
+
+pytestmark = pytest.mark.slow
+
+
+def run_environment(data_cache: Path) -> dict[str, str]:
+    """The child's environment: its own synthetic-data cache, one thread, no torchrun variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK")}
+    # One intra-op thread: on a small shared machine two spinning threads make these tiny steps
+    # tens of times slower; it also keeps the CPU kernels' reduction order fixed.
+    env.update(PATCHWORK_DATA_CACHE=str(data_cache), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    return env
+
+
+def train_command(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(TRAIN), "experiment=test_tiny", "device=cpu", f"hydra.run.dir={run_dir}", *overrides]
+
+
+# The segmenter's head has dropout (the detector has none): its masks are drawn from the global
+# torch RNG, so it checks that nothing else draws from that RNG differently after a resume.
+TASKS = {"detection": (), "segmentation": ("model=segmenter", "data=synthetic_davis")}
+
+
+def run_to_completion(run_dir: Path, env: dict[str, str], *overrides: str) -> None:
+    log = run_dir.with_name(run_dir.name + ".log")
+    with open(log, "a") as out:
+        result = subprocess.run(train_command(run_dir, *overrides), env=env, cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
+    assert result.returncode == 0, f"{' '.join(overrides)} failed:\n{log.read_text()[-4000:]}"
+
+
+def start_and_kill(run_dir: Path, env: dict[str, str], trigger: Path, *overrides: str) -> None:
+    """Start a run and SIGKILL it as soon as ``trigger`` (a checkpoint file) exists."""
+    log = run_dir.with_name(run_dir.name + ".log")
+    with open(log, "a") as out:
+        process = subprocess.Popen(train_command(run_dir, *overrides), env=env, cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            while not trigger.is_file():
+                assert process.poll() is None, f"run ended before {trigger} appeared:\n{log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, f"no {trigger} after {TIMEOUT_S} s"
+                time.sleep(0.002)
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()  # no-op when already dead; never leave a child behind on a failed assert
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def stage_steps(run_dir: Path) -> dict[str, tuple[int, bool]]:
+    """``{stage: (step of its last.pt, complete)}`` for the stages that have a checkpoint."""
+    found = {}
+    for stage in STAGES:
+        path = run_dir / "checkpoints" / stage / "last.pt"
+        if path.is_file():
+            payload = load_checkpoint(path)
+            found[stage] = (payload["step"], bool(payload["extra"].get("complete")))
+    return found
+
+
+def mismatches(run_dir: Path, reference_dir: Path) -> list[str]:
+    """Every tensor of every stage's final ``models`` that differs from the reference run's."""
+    found = []
+    for stage in STAGES:
+        ours = load_checkpoint(run_dir / "checkpoints" / stage / "last.pt")
+        theirs = load_checkpoint(reference_dir / "checkpoints" / stage / "last.pt")
+        assert (ours["step"], ours["extra"].get("complete")) == (theirs["step"], True), stage
+        assert ours["models"].keys() == theirs["models"].keys(), stage
+        for model, state in theirs["models"].items():
+            assert ours["models"][model].keys() == state.keys(), (stage, model)
+            for key, value in state.items():
+                other = ours["models"][model][key]
+                if not torch.equal(other, value):
+                    diff = (other.double() - value.double()).abs().max().item() if other.shape == value.shape else "shape"
+                    found.append(f"{stage}/{model}/{key}: max |diff| {diff}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    return run_environment(tmp_path_factory.mktemp("synthetic_cache"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, env):
+    """``task -> run directory`` of an uninterrupted run, started on first request."""
+    runs: dict[str, Path] = {}
+
+    def get(task: str) -> Path:
+        if task not in runs:
+            run_dir = tmp_path_factory.mktemp(f"twin_{task}") / "run"
+            run_to_completion(run_dir, env, *TASKS[task])
+            assert {s: done for s, (_, done) in stage_steps(run_dir).items()} == dict.fromkeys(STAGES, True)
+            runs[task] = run_dir
+        return runs[task]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    ("task", "kill_in"),
+    [("detection", "stage1"), ("detection", "stage2"), ("detection", "stage3"), ("segmentation", "stage1")],
+)
+def test_killed_and_resumed_run_reaches_the_uninterrupted_parameters(task, kill_in, uninterrupted, env, tmp_path):
+    reference = uninterrupted(task)
+    run_dir = tmp_path / "run"
+    # Checkpoints are written after every step (checkpoint_every: 1), so the kill lands in the
+    # step after this stage's first checkpoint: mid-stage, with later steps still to run.
+    start_and_kill(run_dir, env, run_dir / "checkpoints" / kill_in / "last.pt", *TASKS[task])
+    at_kill = stage_steps(run_dir)
+    step, complete = at_kill[kill_in]
+    assert step >= 1 and not complete, f"the kill came too late to be mid-{kill_in}: {at_kill}"
+    assert all(at_kill[s][1] for s in STAGES[: STAGES.index(kill_in)])  # earlier stages were complete
+    assert set(at_kill) == set(STAGES[: STAGES.index(kill_in) + 1])  # later ones had not started
+
+    if (task, kill_in) == ("detection", "stage2"):
+        # A plain rerun into the same directory refuses rather than silently starting over.
+        refused = subprocess.run(train_command(run_dir, *TASKS[task]), env=env, cwd=ROOT, capture_output=True,
+                                 text=True, timeout=TIMEOUT_S)
+        assert refused.returncode != 0 and "resume=true" in refused.stdout + refused.stderr
+        assert stage_steps(run_dir) == at_kill
+
+    run_to_completion(run_dir, env, *TASKS[task], "resume=true")
+    differences = mismatches(run_dir, reference)
+    assert not differences, (
+        f"{task}: killed in {kill_in} at step {step} and resumed: {len(differences)} tensors differ from the "
+        f"uninterrupted run, first: {differences[:8]}"
+    )

@@ -1,0 +1,113 @@
+"""Notebook API: load a checkpoint, stream a folder / tensor / video file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torchvision.io import write_png
+
+import patchwork.api as api
+from patchwork.engine.checkpoint import make_payload, save_checkpoint
+from patchwork.models.baselines import rescale_prediction
+from patchwork.models.builders import patchwork_detector
+from patchwork.nn import WindowGrid
+
+MODEL = {"_target_": "patchwork.models.builders.patchwork_detector", "grid": [4, 2], "width_mult": 0.35,
+         "num_classes": 3}
+SOURCE_SIZE = (96, 160)  # (H, W) of the frames; the model runs at 128x128
+
+
+def checkpoint(path, model, stage="stage3"):
+    config = {"model": MODEL, "data": {"image_size": [128, 128]}, "stage": {"stage1": {"kind": "single_frame"},
+                                                                            "stage3": {"kind": "joint"}}}
+    return save_checkpoint(path, make_payload(step=7, stage=stage, config=config, models={"model": model}))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.manual_seed(0)
+    model = patchwork_detector((4, 2), width_mult=0.35, num_classes=3)
+    return model, checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", model)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frames")
+    video = torch.randint(0, 256, (5, 3, *SOURCE_SIZE), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    for t, frame in enumerate(video):
+        write_png(frame, str(folder / f"{t:04d}.png"))
+    (folder / "notes.txt").write_text("not a frame")
+    return folder, video
+
+
+def test_load_rebuilds_the_checkpoint_model(trained):
+    model, path = trained
+    loaded = api.load(path, device="cpu")
+    assert loaded.image_size == (128, 128) and loaded.task == "detection" and loaded.stage == "stage3"
+    assert loaded.model.grid == WindowGrid(4, 2) and not loaded.model.training and loaded.untrained == []
+    state = model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_stage1_checkpoint_loads_single_frame_or_into_a_grid(tmp_path):
+    single = patchwork_detector((1, 1), width_mult=0.35, num_classes=3)
+    path = checkpoint(tmp_path / "stage1.pt", single, stage="stage1")
+    assert api.load(path).model.grid == WindowGrid(1, 1)
+    placed = api.load(path, grid=(4, 2))
+    assert placed.model.grid == WindowGrid(4, 2) and placed.untrained and all(
+        k.startswith("attention.") for k in placed.untrained)
+    with pytest.raises(ValueError, match="does not fit"):
+        api.load(path, width_mult=0.5)
+
+
+def test_stream_a_folder_of_frames(trained, frames):
+    model, path = trained
+    folder, video = frames
+    loaded = api.load(path)
+    records = list(api.stream(loaded, folder, policy="dqn"))
+    assert [r.index for r in records] == list(range(5))
+    grid_boxes = WindowGrid(4, 2).boxes((128, 128)).float()
+    scale = torch.tensor([160 / 128, 96 / 128] * 2)
+    for record in records:
+        assert 0 <= record.window < 9
+        assert record.window_box == tuple((grid_boxes[record.window] * scale).tolist())
+        boxes = record.predictions["boxes"]
+        assert boxes.shape[1] == 4 and len(boxes) > 0
+        assert (boxes[:, 0::2] <= 160).all() and (boxes[:, 1::2] <= 96).all() and (boxes >= 0).all()
+        assert record.mflops > 0
+    # The same frames as a tensor, without FLOP counting: the same windows and predictions.
+    again = list(api.stream(loaded, video, policy="dqn", measure_flops=False))
+    assert [r.window for r in again] == [r.window for r in records]
+    torch.testing.assert_close(again[-1].predictions["boxes"], records[-1].predictions["boxes"])
+    # Predictions are the model's at 128x128, scaled to the source.
+    model.eval()
+    with torch.no_grad():
+        state = model.init_state(1, (128, 128))
+        resized = torchvision.transforms.v2.functional.resize(video[0], [128, 128], antialias=True)[None]
+        out = model(resized, torch.tensor([records[0].window]), state)
+    expected = rescale_prediction(out.predictions[0], (128, 128), SOURCE_SIZE)
+    torch.testing.assert_close(records[0].predictions["boxes"], expected["boxes"])
+
+
+def test_stream_hand_designed_policies(trained, frames):
+    loaded = api.load(trained[1])
+    windows = [r.window for r in api.stream(loaded, frames[1], policy="scanning", measure_flops=False)]
+    assert windows == [0, 1, 2, 3, 4]
+    fixed = [r.window for r in api.stream(loaded, frames[1][:2], policy="fixed", window=5, measure_flops=False)]
+    assert fixed == [5, 5]
+
+
+def test_video_files_need_a_video_backend(trained, frames, tmp_path, monkeypatch):
+    loaded = api.load(trained[1])
+    movie = tmp_path / "clip.mp4"
+    movie.write_bytes(b"not really a video")
+    monkeypatch.delattr(torchvision.io, "read_video", raising=False)
+    with pytest.raises(RuntimeError, match="read_video"):
+        next(api.stream(loaded, movie))
+    decoded = frames[1][:3]
+    monkeypatch.setattr(torchvision.io, "read_video", lambda path, pts_unit, output_format: (decoded, None, {}),
+                        raising=False)
+    assert len(list(api.stream(loaded, movie, measure_flops=False))) == 3
+    with pytest.raises(FileNotFoundError):
+        next(api.stream(loaded, tmp_path / "missing"))
