@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 from patchwork.data import load_image
 from patchwork.engine.checkpoint import load_checkpoint
 from patchwork.evaluation.cost import count_flops
-from patchwork.evaluation.streaming import WindowChooser, build_policy, evaluation_mode, model_task
+from patchwork.evaluation.streaming import WindowChooser, build_policy, check_policy, evaluation_mode, model_task
 from patchwork.models.baselines import rescale_prediction
 
 __all__ = ["LoadedModel", "StreamedFrame", "load", "stream"]
@@ -161,8 +161,8 @@ def _video_frames(path: Path) -> Tensor:
     advice = ("extract the frames to a folder (e.g. `ffmpeg -i video.mp4 frames/%06d.png`) and stream the folder, "
               "or pass a (T, 3, H, W) tensor")
     if read_video is None:
-        raise RuntimeError(f"cannot read {path}: torchvision {torchvision.__version__} has no torchvision.io.read_video "
-                           f"(video decoding moved out of torchvision); {advice}")
+        raise RuntimeError(f"cannot read {path}: torchvision {torchvision.__version__} has no "
+                           f"torchvision.io.read_video (video decoding moved out of torchvision); {advice}")
     try:
         frames, _, _ = read_video(str(path), pts_unit="sec", output_format="TCHW")
     except (ImportError, RuntimeError) as error:
@@ -214,6 +214,7 @@ def stream(
     net, image_size, device = model.model, model.image_size, model.device
     if isinstance(policy, str):
         policy = build_policy(policy, net.grid, window)
+    check_policy(net, policy)
     chooser = WindowChooser(policy, net.num_actions, generator_seed)
     windows = net.grid.boxes(image_size).float()  # (A, 4) model pixels
     video = torch.zeros(1, dtype=torch.long)

@@ -18,6 +18,15 @@ MODEL = {"_target_": "patchwork.models.builders.patchwork_detector", "grid": [4,
 SOURCE_SIZE = (96, 160)  # (H, W) of the frames; the model runs at 128x128
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a small shared machine: one intra-op thread is faster than waking a pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def checkpoint(path, model, stage="stage3"):
     config = {"model": MODEL, "data": {"image_size": [128, 128]}, "stage": {"stage1": {"kind": "single_frame"},
                                                                             "stage3": {"kind": "joint"}}}

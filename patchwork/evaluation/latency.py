@@ -68,7 +68,30 @@ def cell_time_share(net: StatefulMobileNetV2, frames: torch.Tensor, window: int,
     return {"pass_ms": pass_ms, "cells_ms": cells_ms, "share": cells_ms / pass_ms}
 
 
-def backbone_latency(
+def _streaming_config(task: str, grid: WindowGrid, width: float, tv_model: torch.nn.Module, fold_bn: bool):
+    """``(module, step(frame, windows, state) -> state, state factory)`` for one grid of ``task``."""
+    from patchwork.models.builders import patchwork_detector, patchwork_segmenter
+
+    if task == "backbone":
+        net = StatefulMobileNetV2.from_torchvision(tv_model, grid).eval()
+
+        def step(frame, windows, state):
+            return net(grid.crop(frame, windows), windows, state)[1]
+
+    else:
+        build = {"detection": patchwork_detector, "segmentation": patchwork_segmenter}[task]
+        net = build((grid.slices, grid.span), width_mult=width).eval()
+
+        def step(frame, windows, state):
+            return net(frame, windows, state).state
+
+    if fold_bn:
+        fold_batchnorm(net)
+    return net, step
+
+
+def latency_table(
+    task: str = "backbone",
     image_size: tuple[int, int] = (384, 384),
     width: float = 1.0,
     grids: Iterable[tuple[int, int]] = ((1, 1), (2, 1), (4, 2), (4, 1)),
@@ -78,16 +101,20 @@ def backbone_latency(
     seed: int = 0,
     fold_bn: bool = True,
 ) -> list[dict[str, object]]:
-    """Per-frame CPU latency of the stateful backbone, all grids interleaved in one run.
+    """Per-frame CPU latency of ``task`` (``"backbone"``, ``"detection"`` or ``"segmentation"``)
+    for each grid, all grids interleaved in one run.
 
-    Every configuration streams the same random video with a random policy; a frame's
-    time covers cropping and the window pass (the single-frame row is ``WindowGrid(1, 1)``
-    through the same code path: the stateless network). ``fold_bn`` folds BatchNorm into
-    the convolutions of every configuration alike, as a deployed model would.
+    Every configuration streams the same random video with a random policy. For the
+    backbone a frame's time covers cropping and the window pass; for a task model the
+    whole step: crop, backbone, heads, memories, attention Q-values and decoded
+    predictions. The single-frame row is ``WindowGrid(1, 1)`` through the same code (the
+    stateless network). ``fold_bn`` folds BatchNorm into the convolutions of every
+    configuration alike, as a deployed model would.
 
     Returns:
         Rows ``{"grid", "median_ms", "p95_ms", "speedup", "cells_share"}``, ``speedup``
-        relative to single-frame's median (NaN when no single-frame row is requested).
+        relative to single-frame's median (NaN when no single-frame row is requested);
+        ``cells_share`` (backbone only, else NaN) is :func:`cell_time_share`.
     """
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(seed)
@@ -96,17 +123,14 @@ def backbone_latency(
     configs = []
     for slices, span in grids:
         grid = WindowGrid(slices, span)
-        net = StatefulMobileNetV2.from_torchvision(tv_model, grid).eval()
-        if fold_bn:
-            fold_batchnorm(net)
-        configs.append({"grid": grid, "net": net, "state": net.init_state(1, image_size), "times": []})
+        net, step = _streaming_config(task, grid, width, tv_model, fold_bn)
+        configs.append({"grid": grid, "net": net, "step": step, "state": net.init_state(1, image_size), "times": []})
     with torch.no_grad():
         for t in range(warmup + frames):
             for config in configs:
-                grid, net = config["grid"], config["net"]
-                windows = torch.randint(grid.num_windows, (1,), generator=generator)
+                windows = torch.randint(config["grid"].num_windows, (1,), generator=generator)
                 start = time.perf_counter()
-                _, config["state"] = net(grid.crop(video[t], windows), windows, config["state"])
+                config["state"] = config["step"](video[t], windows, config["state"])
                 elapsed = time.perf_counter() - start
                 if t >= warmup:
                     config["times"].append(1e3 * elapsed)
@@ -116,7 +140,9 @@ def backbone_latency(
         row = {"grid": "single-frame" if grid.is_full_frame else f"M={grid.slices}, N={grid.span}"}
         summary = summarize_latency(config["times"])
         row.update(median_ms=summary["median"], p95_ms=summary["p95"])
-        row["cells_share"] = cell_time_share(config["net"], video[0], window=0)["share"]
+        row["cells_share"] = (
+            cell_time_share(config["net"], video[0], window=0)["share"] if task == "backbone" else float("nan")
+        )
         rows.append(row)
     reference = next((r["median_ms"] for r in rows if r["grid"] == "single-frame"), float("nan"))
     for row in rows:

@@ -13,13 +13,15 @@ returns (numbers in their units: MFLOPs, ms, metrics in percent). The builders t
 :func:`read_table` reads the CSV or JSON back. Figures: :func:`plot_latency_accuracy`
 (Figs. 5-8: accuracy against theoretical max MFLOPs or empirical p95 ms, single-frame and
 Patchwork variants as separate series) and :func:`render_strip` / :func:`save_strip` (Fig. 4:
-consecutive frames with the attention window in red and the predictions).
+consecutive frames with the attention window in red and the predictions). :func:`write_report`
+writes the tables and figures of one task's rows at once.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,7 +114,8 @@ def _ms_avg(row: Mapping[str, Any], prefix: str = "ms") -> str:
 
 
 def paper_table(rows: Sequence[Mapping[str, Any]], title: str | None = None, coco_extra: bool = True) -> Table:
-    """Tab. 4 / Tab. 5: ``Method | MFLOPs max | MFLOPs avg | ms max (p95 / p99) | ms avg (mean ± std) | mAP`` (or ``J | F``).
+    """Tab. 4 / Tab. 5: ``Method | MFLOPs max | MFLOPs avg | ms max (p95 / p99) | ms avg (mean ± std) | mAP``
+    (or ``J | F``).
 
     GPU latency columns are added when any row has ``gpu_ms_*``; for detection the COCO AP50
     (``AP50 (COCO, extra)``) when ``coco_extra``. Numbers are rounded to one decimal.
@@ -239,6 +242,10 @@ def plot_latency_accuracy(
 ) -> Path:
     """Accuracy against max latency, one series per family, each point labelled (Figs. 5-8).
 
+    Single-frame variants (``grid == "single-frame"``) in blue, Patchwork variants in red
+    (Figs. 6, 8); each family's line joins its Pareto front (best accuracy so far as the
+    latency grows).
+
     Args:
         rows: evaluation rows (``grid``, ``method`` and the ``x`` and ``metric`` keys).
         path: the PNG to write.
@@ -257,9 +264,18 @@ def plot_latency_accuracy(
             continue
         xs, ys = [row[x] for row in members], [row[metric] for row in members]
         label = "single-frame variants" if family == "single-frame" else "Patchwork variants"
-        axes.plot(xs, ys, "o-", color=color, label=label)
+        axes.scatter(xs, ys, color=color, label=label, zorder=3)
+        # The line joins the family's best accuracy at each latency (its Pareto front), so
+        # ablations below the front stay points rather than bending the curve.
+        front, best = [], -math.inf
+        for px, py in zip(xs, ys):
+            if py > best:
+                front.append((px, py))
+                best = py
+        axes.plot(*zip(*front), "-", color=color, alpha=0.6)
         for row, px, py in zip(members, xs, ys):
             axes.annotate(row["method"], (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.margins(x=0.2, y=0.1)
     axes.set_xlabel(X_LABELS.get(x, x))
     axes.set_ylabel(f"{metric} (%)")
     axes.set_title(title or f"{metric} vs {X_LABELS.get(x, x).split(' (')[0]}")
@@ -320,4 +336,29 @@ def save_strip(path: PathLike, *args: Any, **kwargs: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_png(render_strip(*args, **kwargs), str(path))
     return path
+
+
+def write_report(
+    rows: Sequence[Mapping[str, Any]],
+    directory: PathLike,
+    policy_rows: Sequence[Mapping[str, Any]] = (),
+    cell_rows: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Path]:
+    """Everything for one task's rows: Tab. 4/5 (``latency_accuracy.{md,csv,json}``), the two
+    latency-accuracy figures (``latency_accuracy_mflops.png``, ``latency_accuracy_ms.png``) and,
+    when given, Tab. 1 (``policies.*``) and Tab. 2 (``cells.*``) of the chosen rows.
+
+    Returns:
+        ``{name: path}`` of every file written (names like ``"latency_accuracy.md"``).
+    """
+    directory = Path(directory)
+    written: dict[str, Path] = {}
+    for stem, table in (("latency_accuracy", paper_table(rows)),
+                        ("policies", policy_table(policy_rows) if policy_rows else None),
+                        ("cells", cells_table(cell_rows) if cell_rows else None)):
+        if table is not None:
+            written.update({f"{stem}.{kind}": path for kind, path in write_table(table, directory, stem).items()})
+    for name, x in (("latency_accuracy_mflops.png", "mflops_max"), ("latency_accuracy_ms.png", "ms_p95")):
+        written[name] = plot_latency_accuracy(rows, directory / name, x=x)
+    return written
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ from patchwork.evaluation.cost import FrameCost, stream_cost
 from patchwork.evaluation.davis import evaluate_davis
 from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.evaluation.vid import evaluate_vid
-from patchwork.models.baselines import Flip, KeyframeDelay, KeyframeInterval, Resolution, rescale_prediction, rescale_target
+from patchwork.models.baselines import (Flip, KeyframeDelay, KeyframeInterval, Resolution, rescale_prediction,
+                                        rescale_target)
 from patchwork.models.inference import fold_batchnorm
 from patchwork.nn import WindowGrid
 from patchwork.policies import FixedPolicy, GreedyPolicy, RandomPolicy, ScanningPolicy
@@ -95,9 +97,8 @@ def keyframe_interval(model: nn.Module) -> int:
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of a model's first parameter or buffer (CPU for a model with neither)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -157,6 +158,10 @@ def policy_name(policy: Any) -> str:
 class WindowChooser:
     """Picks the window of every stream at every frame from a policy (module docstring, "First window").
 
+    One chooser serves one batch of streams from their first frame on. A Q-value policy
+    keeps each stream's previous window while the model has no Q-values for it (a delayed
+    keyframe whose computation has not finished yet: the wrapper ignores those windows).
+
     Args:
         policy: any :class:`~patchwork.policies.Policy`.
         num_actions: the model's action space; with one action (single-frame) the policy is not asked.
@@ -168,6 +173,7 @@ class WindowChooser:
         self.num_actions = int(num_actions)
         self.seed = int(generator_seed)
         self.generator = torch.Generator().manual_seed(self.seed)
+        self.previous: Tensor | None = None
 
     def first_windows(self, videos: Tensor) -> Tensor:
         """``videos (B,)`` indices -> a random window each, LongTensor ``(B,)``, from per-video seeds."""
@@ -182,11 +188,17 @@ class WindowChooser:
             return torch.zeros_like(steps, dtype=torch.long)
         if not self.policy.needs_q_values:
             return self.policy.select(None, steps, self.generator).to(steps.device)
-        if bool((steps == 0).all()):
-            return self.first_windows(videos).to(steps.device)
-        if q_values is None:
-            raise ValueError(f"{self.policy!r} needs Q-values but the model returned none (no attention network?)")
-        return self.policy.select(q_values, steps, self.generator).to(steps.device)
+        if bool((steps == 0).all()) or self.previous is None:
+            self.previous = self.first_windows(videos).to(steps.device)
+        elif q_values is not None:
+            self.previous = self.policy.select(q_values, steps, self.generator).to(steps.device)
+        return self.previous
+
+
+def check_policy(model: nn.Module, policy: Any) -> None:
+    """Raise ``ValueError`` when ``policy`` reads Q-values that ``model`` (a grid of several windows) never computes."""
+    if model.num_actions > 1 and policy.needs_q_values and getattr(unwrap(model), "attention", None) is None:
+        raise ValueError(f"{policy!r} needs Q-values but {type(unwrap(model)).__name__} has no attention network")
 
 
 # --------------------------------------------------------------------------- results
@@ -401,6 +413,7 @@ def evaluate_streams(
         # Longest first: similar lengths share a batch, so few steps are padding.
         order.sort(key=lambda i: -len(records[i]))
     task = model_task(model)
+    check_policy(model, policy)
     image_size = tuple(int(s) for s in dataset.image_size)
     device = torch.device(device)
     model.to(device)
@@ -635,6 +648,7 @@ def evaluate_method(
     device: torch.device | str = "cpu",
     generator_seed: int = 0,
     max_videos: int | None = None,
+    num_workers: int = 0,
     exclude_first_last: bool = True,
     latency_videos: int = 2,
     latency_frames: int = 32,
@@ -662,18 +676,20 @@ def evaluate_method(
         CUDA), the metric in percent (:func:`metrics_row`), ``videos`` and ``frames``;
         ``result`` is the :class:`StreamResult` (predictions and windows, for strips).
     """
+    check_policy(model, policy)
     dataset = _clip_dataset(data)
     image_size = tuple(int(s) for s in dataset.image_size)
     device = torch.device(device)
     model.to(device)
     clips = latency_clips(dataset, latency_videos, latency_frames)
-    latency = measure_latency(model, clips, policy, latency_frames, "cpu", fold_bn, threads, generator_seed=generator_seed)
+    latency = measure_latency(model, clips, policy, latency_frames, "cpu", fold_bn, threads,
+                              generator_seed=generator_seed)
     row: dict[str, Any] = {}
     if device.type == "cuda":
         gpu = measure_latency(model, clips, policy, latency_frames, device, fold_bn, generator_seed=generator_seed)
         row.update(latency_row(gpu, "gpu_ms"))
     cost = theoretical_cost(model, image_size, policy, generator_seed=generator_seed)
-    result = evaluate_streams(model, dataset, policy, streams, device, generator_seed, max_videos)
+    result = evaluate_streams(model, dataset, policy, streams, device, generator_seed, max_videos, num_workers)
     task = result.task
     inner = unwrap(model)
     backbone = getattr(inner, "backbone", None)

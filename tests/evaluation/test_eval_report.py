@@ -16,6 +16,7 @@ from patchwork.evaluation.report import (
     read_table,
     render_strip,
     save_strip,
+    write_report,
     write_table,
 )
 
@@ -63,7 +64,8 @@ def test_paper_table_columns_and_cells():
     segmentation = paper_table([row("SF", (1, 1), (1.0, 1.0), (1, 2, 3, 4), 60.0, task="segmentation")])
     assert segmentation.columns[-2:] == ["J", "F"] and segmentation.rows[0]["F"] == 58.0
     gpu = paper_table([{**ROWS[0], "gpu_ms_p95": 2.0, "gpu_ms_p99": 3.0, "gpu_ms_mean": 1.5, "gpu_ms_std": 0.25}])
-    assert gpu.rows[0]["GPU ms max (p95 / p99)"] == "2.0 / 3.0" and gpu.rows[0]["GPU ms avg (mean ± std)"] == "1.5 ± 0.2"
+    assert gpu.rows[0]["GPU ms max (p95 / p99)"] == "2.0 / 3.0"
+    assert gpu.rows[0]["GPU ms avg (mean ± std)"] == "1.5 ± 0.2"
     with pytest.raises(ValueError, match="one task"):
         paper_table(ROWS[:1] + [row("SF", (1, 1), (1.0, 1.0), (1, 2, 3, 4), 60.0, task="segmentation")])
 
@@ -118,3 +120,11 @@ def test_strip_draws_windows_and_predictions(tmp_path):
     path = save_strip(tmp_path / "strip.png", frames, windows, masks)
     with Image.open(path) as image:
         assert image.size == (152, 32)
+
+
+def test_write_report_writes_every_table_and_figure(tmp_path):
+    written = write_report(ROWS, tmp_path, policy_rows=ROWS[:4], cell_rows=ROWS[2:])
+    expected = {f"{stem}.{kind}" for stem in ("latency_accuracy", "policies", "cells") for kind in ("md", "csv", "json")}
+    assert set(written) == expected | {"latency_accuracy_mflops.png", "latency_accuracy_ms.png"}
+    assert all(path.is_file() and path.stat().st_size > 0 for path in written.values())
+    assert read_table(written["cells.json"]).rows == cells_table(ROWS[2:]).rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,15 @@ from patchwork.models import KeyframeDelay, KeyframeInterval, StepOutput, Stream
 from patchwork.models.builders import patchwork_detector
 from patchwork.nn import StreamState, WindowGrid
 from patchwork.policies import GreedyPolicy, RandomPolicy, ScanningPolicy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a small shared machine: one intra-op thread is faster than waking a pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def frame_value(video: int, frame: int) -> int:
@@ -67,7 +77,6 @@ class Oracle(StreamingModel):
     def __init__(self, truth: dict[int, dict[str, torch.Tensor]], task: str, grid: WindowGrid = WindowGrid(1, 1)):
         super().__init__(grid)
         self.truth, self.task, self.num_classes = truth, task, 3
-        self.scale = nn.Parameter(torch.ones(1))  # something for deepcopy / BN folding to carry
 
     def init_model_state(self, batch_size, image_size, device):
         return StreamState({"frames_seen": torch.zeros(batch_size, dtype=torch.long, device=device)})
@@ -157,6 +166,18 @@ def test_keyframe_baselines_stream_videos_of_unequal_length(detector, video_data
     held = evaluate_streams(KeyframeInterval(single, 2), video_data, GreedyPolicy(), streams=3).videos[1]
     for t in (1, 3):  # copies of the keyframe before
         assert torch.equal(held.predictions[t]["boxes"], held.predictions[t - 1]["boxes"])
+    # Patchwork with a delayed keyframe: no Q-values until the first keyframe finishes, so the
+    # window stays; afterwards the greedy policy picks from the held Q-values.
+    delayed = evaluate_streams(KeyframeDelay(detector, 2, 1), video_data, GreedyPolicy(), streams=2).videos[1]
+    assert delayed.windows[1] == delayed.windows[0] and len(delayed.windows) == 5
+    with pytest.raises(ValueError, match="no attention network"):
+        evaluate_streams(_without_attention(detector), video_data, GreedyPolicy())
+
+
+def _without_attention(model):
+    clone = copy.deepcopy(model)
+    clone.attention = None
+    return clone
 
 
 def test_oracle_detector_scores_map_one_in_original_resolution(tmp_path):
@@ -201,11 +222,14 @@ def test_theoretical_cost_of_a_keyframe_interval(detector):
 
 def test_latency_counts_the_timed_frames_and_restores_threads(detector, video_data):
     clips = [video_data.val_clip_dataset()[i]["frames"] for i in (1, 0)]  # 5 and 2 frames
-    threads = torch.get_num_threads()
-    summary = measure_latency(detector, clips, GreedyPolicy(), frames_per_video=3, fold_bn=True)
+    torch.set_num_threads(2)
+    try:
+        summary = measure_latency(detector, clips, GreedyPolicy(), frames_per_video=3, fold_bn=True, threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
     assert summary["count"] == 3 + 2 == len(summary["times_ms"])
     assert summary["p95"] <= summary["p99"] <= summary["max"] and summary["mean"] > 0
-    assert torch.get_num_threads() == threads
     assert any(isinstance(m, nn.BatchNorm2d) for m in detector.modules())  # folded a copy only
 
 
