@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
     base = loaded.model
     model = wrap_baselines(base, **cfg.baseline)
     policy = build_policy(cfg.attention_policy, base.grid, cfg.window, cfg.scan_order)
-    data = instantiate(cfg.data, image_size=list(loaded.image_size))
+    data_cfg = loaded.config["data"] if cfg.data_from_checkpoint else cfg.data
+    data = instantiate(data_cfg, image_size=list(loaded.image_size))
     cells = base.backbone.cells
     width = cfg.model.width_mult if cfg.model.width_mult is not None else loaded.config["model"].get("width_mult", 1.0)
     method = cfg.method or method_label((base.grid.slices, base.grid.span), float(width), cells=cells,

@@ -250,7 +250,7 @@ def run_recurrent_stage(
                 losses = model.loss(out, [clip[t] for clip in targets])
                 pending.append(sum(losses.values()))
                 for k, v in losses.items():
-                    step_losses[f"losses/{k}"] = step_losses.get(f"losses/{k}", 0.0) + float(v) / frames.shape[1]
+                    step_losses[f"losses/{k}"] = step_losses.get(f"losses/{k}", 0.0) + float(v.detach()) / frames.shape[1]
 
         rewards, qualities, q_stats = [], [], []
         with torch.set_grad_enabled(joint):
