@@ -60,6 +60,9 @@ class ResumableBatches:
                 batch_sampler=self.epoch_batches(epoch)[offset:],
                 collate_fn=self.dataset.collate,
                 num_workers=self.num_workers,
+                # Its own generator: a loader draws its workers' base seed from it, which
+                # would otherwise shift the global RNG when a resumed run makes a new loader.
+                generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch),
             )
             yield from loader
             epoch, offset = epoch + 1, 0

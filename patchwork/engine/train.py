@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import zlib
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,17 @@ def selected_stages(cfg: DictConfig) -> list[str]:
     return [name for name in cfg.stage if "kind" in cfg.stage[name]]
 
 
+#: The options each kind of stage reads (configs/stage/*.yaml); anything else is a typo.
+STAGE_KEYS = {
+    "single_frame": {"kind", "steps", "batch_size", "lr", "max_grad_norm", "checkpoint_every"},
+    "attention": {"kind", "steps", "streams", "lr_attention", "bptt", "max_grad_norm", "checkpoint_every",
+                  "evaluate_every", "val_clip_length", "val_batches"},
+}
+STAGE_KEYS["joint"] = STAGE_KEYS["attention"] | {"lr_main"}
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Fail before any work (data generation, model building) on a config that cannot run."""
+    """Fail before any work (data generation, model building, files) on a config that cannot run."""
     grid = WindowGrid(*cfg.model.grid)
     grid.check_image_size(tuple(cfg.data.image_size))
     stages = selected_stages(cfg)
@@ -82,11 +92,27 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"stage(s) {invalid} have an invalid 'kind' (single_frame | attention | joint)")
     if any(cfg.stage[name].kind != "single_frame" for name in stages) and grid.num_windows < 2:
         raise ValueError(f"stages 2 and 3 train the attention policy; {grid!r} has a single window")
+    known = set().union(*STAGE_KEYS.values())
+    for name in cfg.stage:
+        allowed = STAGE_KEYS[cfg.stage[name].kind] if name in stages else known
+        unknown = set(cfg.stage[name]) - allowed
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} in stage.{name}; it reads {sorted(allowed)}")
+    if not cfg.resume:
+        for name in stages:
+            directory = Path(cfg.run_dir) / "checkpoints" / name
+            if (directory / CheckpointManager.LAST).exists():
+                raise FileExistsError(
+                    f"{directory} already holds checkpoints; pass resume=true to continue that run, "
+                    "or choose another hydra.run.dir"
+                )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the stages named in ``cfg.stage`` (in order) and return a summary per stage."""
     validate_config(cfg)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     dist = init_distributed(device=None if cfg.device == "auto" else cfg.device)
     seed_everything(int(cfg.seed) + dist.rank)
     run_dir = Path(cfg.run_dir)
@@ -102,11 +128,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for name in selected_stages(cfg):
         stage_cfg = _stage_cfg(cfg, name)
         manager = CheckpointManager(run_dir / "checkpoints" / name)
-        if not cfg.resume and manager.latest() is not None:
-            raise FileExistsError(
-                f"{manager.directory} already holds checkpoints; pass resume=true to continue that run, "
-                "or choose another hydra.run.dir"
-            )
         existing = manager.resume() if cfg.resume else None
         if existing is not None and existing["extra"].get("complete"):
             log.info("%s already complete; skipping", name)
@@ -147,8 +168,16 @@ def _parameter_dump(directory: str | None, stage: str, dist: DistributedContext)
     return dump
 
 
+def _build_model(cfg: DictConfig, name: str, **overrides: Any) -> torch.nn.Module:
+    """The stage's model, initialised from a seed of its own: the same on every rank and whatever
+    ran before in this process (a resumed run builds it after different RNG history)."""
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(int(cfg.seed) * 1000 + zlib.crc32(name.encode()) % 1000)
+        return instantiate(cfg.model, **overrides)
+
+
 def _stage1(cfg, stage_cfg, name, data, dist, runtime, manager) -> dict[str, Any]:
-    model = instantiate(cfg.model, grid=[1, 1]).to(dist.device)
+    model = _build_model(cfg, name, grid=[1, 1]).to(dist.device)
     optimizer = instantiate(cfg.optim.optimizer)(model.parameters(), lr=float(stage_cfg.lr))
     scheduler = instantiate(cfg.optim.scheduler)(optimizer, max_lr=float(stage_cfg.lr), total_steps=int(stage_cfg.steps))
     objects = {"models": {"model": model}, "optimizers": {"optimizer": optimizer}, "schedulers": {"scheduler": scheduler}}
@@ -170,7 +199,7 @@ def _stage1(cfg, stage_cfg, name, data, dist, runtime, manager) -> dict[str, Any
 
 def _recurrent(cfg, stage_cfg, name, data, dist, runtime, manager, previous: Path | None) -> dict[str, Any]:
     joint = stage_cfg.kind == "joint"
-    model = instantiate(cfg.model).to(dist.device)
+    model = _build_model(cfg, name).to(dist.device)
     if previous is not None:
         missing, unexpected = model.load_state_dict(_weights(previous), strict=False)
         if unexpected or any(not k.startswith("attention.") for k in missing):
