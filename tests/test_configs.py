@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from patchwork.data import FakeVideoSynthesizer, SyntheticDataConfig
+from patchwork.engine.train import STAGE_KEYS
 from patchwork.models.streaming import StreamingModel
 from patchwork.nn import WindowGrid
 from patchwork.rl import LinearEpsilon
@@ -24,12 +25,6 @@ MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 SCRIPT_CONFIGS = ["flops", "benchmark_latency", "make_synthetic_data", "evaluate"]
 STAGE_KINDS = {"single_frame", "attention", "joint"}
 # What the engine reads from every stage node (patchwork.engine.train / stages).
-STAGE_KEYS = {
-    "single_frame": {"kind", "steps", "batch_size", "lr", "max_grad_norm", "checkpoint_every"},
-    "attention": {"kind", "steps", "streams", "lr_attention", "bptt", "max_grad_norm", "checkpoint_every",
-                  "evaluate_every", "val_clip_length", "val_batches"},
-}
-STAGE_KEYS["joint"] = STAGE_KEYS["attention"] | {"lr_main"}
 SMALL_WIDTH = 0.35  # every model is built this narrow: the structure is what is tested, not the size
 
 

@@ -45,6 +45,15 @@ class StageRuntime:
     checkpoint_every: int
     progress: bool = True
     on_step_end: Callable[[int, nn.Module], None] | None = None  # (step, model) after each optimiser step
+    amp: bool = False  # bfloat16 autocast of the forward passes on CUDA (ignored on the CPU)
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for a forward pass: bfloat16 on CUDA when ``amp``, else a no-op.
+
+        bfloat16 keeps float32's exponent range, so no loss scaling is needed.
+        """
+        device = self.dist.device.type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.amp and device == "cuda")
 
 
 def to_device_targets(targets: list[Any], device: torch.device) -> list[Any]:
@@ -111,8 +120,9 @@ def run_stage1(
         frames = _frames(batch["image"], device)
         targets = to_device_targets(batch["target"], device)
         zeros = torch.zeros(frames.shape[0], dtype=torch.long, device=device)
-        out = model(frames, zeros, inner.init_state(frames.shape[0], tuple(frames.shape[-2:]), device))
-        losses = inner.loss(out, targets)
+        with runtime.autocast():
+            out = model(frames, zeros, inner.init_state(frames.shape[0], tuple(frames.shape[-2:]), device))
+            losses = inner.loss(out, targets)
         loss = sum(losses.values())
         check_finite({**losses, "loss": loss}, step, runtime.last_checkpoint())
         optimizer.zero_grad(set_to_none=True)
@@ -253,7 +263,7 @@ def run_recurrent_stage(
                     step_losses[f"losses/{k}"] = step_losses.get(f"losses/{k}", 0.0) + float(v.detach()) / frames.shape[1]
 
         rewards, qualities, q_stats = [], [], []
-        with torch.set_grad_enabled(joint):
+        with torch.set_grad_enabled(joint), runtime.autocast():
             transitions = stream_clip(model, frames, targets, q.select, on_step=add_task_loss)
             for t, transition in enumerate(transitions):
                 rewards.append(transition.rewards.mean())

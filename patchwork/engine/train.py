@@ -119,7 +119,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = ExperimentLogger(run_dir / "tensorboard", enabled=dist.is_main)
     config = OmegaConf.to_container(cfg, resolve=True)
     if dist.is_main:
-        logger.hparams({k: str(v) for k, v in config.items() if not isinstance(v, dict)}, {})
+        logger.hparams(config, {})
     data = instantiate(cfg.data)
     summary: dict[str, Any] = {}
     # Weights to start from when the first stage run is not stage 1 (e.g. one stage-1
@@ -139,7 +139,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             dist=dist, logger=logger, checkpoint=lambda step, metric: None,
             last_checkpoint=lambda m=manager: str(m.latest()) if m.latest() else None,
             log_every=int(cfg.log_every), checkpoint_every=int(stage_cfg.checkpoint_every), progress=bool(cfg.progress),
-            on_step_end=_parameter_dump(cfg.debug.dump_parameters, name, dist),
+            on_step_end=_parameter_dump(cfg.debug.dump_parameters, name, dist), amp=bool(cfg.amp),
         )
         if stage_cfg.kind == "single_frame":
             result = _stage1(cfg, stage_cfg, name, data, dist, runtime, manager)
