@@ -70,6 +70,30 @@ def check_model_steps(model: StreamingModel, image_size: tuple[int, int]) -> Non
         assert out.q_values.shape == (2, model.num_actions) and torch.isfinite(out.q_values).all()
     else:
         assert out.q_values is None
+    check_training_step(model, frames)
+
+
+def check_training_step(model: StreamingModel, frames: torch.Tensor) -> None:
+    """One optimiser step on the task loss: finite losses and gradients that change the weights."""
+    model.train()
+    height, width = frames.shape[-2:]
+    if model.task == "detection":
+        targets = [{"boxes": torch.tensor([[4.0, 4.0, width / 2, height / 2]]), "labels": torch.tensor([0])}] * 2
+    else:
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        mask[: height // 2, : width // 3] = True
+        targets = [{"mask": mask}] * 2
+    out = model(frames, torch.tensor([0, model.num_actions - 1]), model.init_state(2, (height, width)))
+    losses = model.loss(out, targets)
+    loss = sum(losses.values())
+    assert torch.isfinite(loss), losses
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in parameters]
+    optimizer = torch.optim.SGD(parameters, lr=0.01)
+    loss.backward()
+    optimizer.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, parameters))
+    model.eval()
 
 
 def test_test_tiny_and_quick_experiments_exist():

@@ -263,6 +263,7 @@ def run_recurrent_stage(
                     step_losses[f"losses/{k}"] = step_losses.get(f"losses/{k}", 0.0) + float(v.detach()) / frames.shape[1]
 
         rewards, qualities, q_stats = [], [], []
+        transition = None
         with torch.set_grad_enabled(joint), runtime.autocast():
             transitions = stream_clip(model, frames, targets, q.select, on_step=add_task_loss)
             for t, transition in enumerate(transitions):
@@ -303,6 +304,7 @@ def run_recurrent_stage(
             if q_stats:
                 last.update({k: sum(s[k] for s in q_stats) / len(q_stats) for k in q_stats[0]})
             runtime.logger.scalars(last, step + 1)
+            _log_images(runtime.logger, model, frames[0, -1], targets[0][-1], transition, step + 1)
             bar.set_postfix(reward=f"{last['rewards/mean']:.3f}")
         metric = None
         if evaluate is not None and evaluate_every and ((step + 1) % evaluate_every == 0 or step + 1 == steps):
@@ -312,6 +314,23 @@ def run_recurrent_stage(
             runtime.checkpoint(step + 1, metric)
     bar.close()
     return last
+
+
+@torch.no_grad()
+def _log_images(logger: ExperimentLogger, model: StreamingModel, frame: Tensor, target: dict, transition: Any,
+                step: int) -> None:
+    """Stream 0's last frame with its window, predictions and ground truth, and the first cell's
+    memory: the patchwork of remembered windows of the paper's Fig. 2."""
+    if transition is None or not logger.enabled:
+        return
+    image_size = tuple(frame.shape[-2:])
+    window = model.grid.boxes(image_size)[int(transition.actions[0])]
+    prediction = model.predict(transition.out)[0]
+    logger.attention_frame("images/attention", frame, window, boxes=prediction.get("boxes"), step=step,
+                           ground_truth=target.get("boxes"), mask=prediction.get("mask"))
+    names = [name for name, _ in model.backbone.named_memories()]
+    memory = model.backbone.memory(transition.out.state, names[0])[0].detach().float()
+    logger.memory_mosaic(f"images/memory_{names[0]}", memory, step, window_box=window)
 
 
 @torch.no_grad()

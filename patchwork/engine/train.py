@@ -116,10 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dist = init_distributed(device=None if cfg.device == "auto" else cfg.device)
     seed_everything(int(cfg.seed) + dist.rank)
     run_dir = Path(cfg.run_dir)
-    logger = ExperimentLogger(run_dir / "tensorboard", enabled=dist.is_main)
     config = OmegaConf.to_container(cfg, resolve=True)
-    if dist.is_main:
-        logger.hparams(config, {})
     data = instantiate(cfg.data)
     summary: dict[str, Any] = {}
     # Weights to start from when the first stage run is not stage 1 (e.g. one stage-1
@@ -135,6 +132,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             previous = manager.latest()
             continue
         tic = time.perf_counter()
+        # One TensorBoard run per stage: each stage counts its own steps from 0.
+        logger = ExperimentLogger(run_dir / "tensorboard" / name, enabled=dist.is_main)
+        logger.hparams(config, {})
         runtime = StageRuntime(
             dist=dist, logger=logger, checkpoint=lambda step, metric: None,
             last_checkpoint=lambda m=manager: str(m.latest()) if m.latest() else None,
@@ -148,8 +148,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         result["wall_s"] = time.perf_counter() - tic
         summary[name] = result
         previous = manager.latest()
+        logger.close()
         log.info("%s done in %.1f s: %s", name, result["wall_s"], result)
-    logger.close()
     dist.destroy()
     return summary
 
