@@ -341,12 +341,12 @@ def policy_quality(
     model.eval()
     generator = torch.Generator().manual_seed(seed)
 
+    uniform = RandomPolicy(model.num_actions)
+
     def select(q_values: Tensor | None, steps: Tensor) -> Tensor:
-        if q_values is None or not getattr(policy, "needs_q_values", False):
-            if q_values is None and getattr(policy, "needs_q_values", False):
-                return RandomPolicy(model.num_actions).select(None, steps, generator).to(device)
-            return policy.select(None, steps, generator).to(device)
-        return policy.select(q_values, steps, generator).to(device)
+        if policy.needs_q_values and q_values is None:  # a clip's first frame
+            return uniform.select(None, steps, generator).to(device)
+        return policy.select(q_values if policy.needs_q_values else None, steps, generator).to(device)
 
     rewards, qualities = [], []
     for batch in clips:

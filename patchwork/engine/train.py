@@ -193,7 +193,7 @@ def _stage1(cfg, stage_cfg, name, data, dist, runtime, manager) -> dict[str, Any
     wrapped = dist.wrap_ddp(model)
     last = run_stage1(wrapped, optimizer, scheduler, batches, start, int(stage_cfg.steps), runtime,
                       max_grad_norm=stage_cfg.max_grad_norm)
-    _finish(manager, dist, name, cfg, objects, {"final": last})
+    _finish(manager, dist, name, cfg, int(stage_cfg.steps), objects, {"final": last})
     return {"final": last}
 
 
@@ -261,7 +261,7 @@ def _recurrent(cfg, stage_cfg, name, data, dist, runtime, manager, previous: Pat
     result.update({"val_reward_dqn": learned["reward"], "val_reward_random": random["reward"],
                    "val_quality_dqn": learned["quality"], "val_quality_random": random["quality"]})
     runtime.logger.scalars({f"val/{k}": v for k, v in result.items() if k.startswith("val_")}, int(stage_cfg.steps))
-    _finish(manager, dist, name, cfg, {"models": models, "optimizers": optimizers}, result, replay=q.replay,
+    _finish(manager, dist, name, cfg, int(stage_cfg.steps), {"models": models, "optimizers": optimizers}, result,
             generators={"policy": generator})
     return result
 
@@ -284,11 +284,11 @@ def validation_clips(dataset: Any, length: int, streams: int, batches: int) -> l
     return [dataset.collate(full[i : i + streams]) for i in range(0, len(full) - streams + 1, streams)]
 
 
-def _finish(manager, dist, name, cfg, objects, result, replay=None, generators=None) -> None:
-    """Mark the stage complete in its final checkpoint (resume then skips it)."""
+def _finish(manager, dist, name, cfg, step: int, objects, result, generators=None) -> None:
+    """Mark the stage complete in its final checkpoint (resume then skips it; no replay buffer,
+    which only a stage in progress needs)."""
     if dist.is_main:
-        payload = make_payload(step=manager.resume()["step"] if manager.latest() else 0, stage=name,
-                               config=OmegaConf.to_container(cfg, resolve=True), replay_buffer=replay,
+        payload = make_payload(step=step, stage=name, config=OmegaConf.to_container(cfg, resolve=True),
                                generators=generators, extra={"complete": True, "summary": result}, **objects)
-        manager.save(payload, payload["step"])
+        manager.save(payload, step)
     dist.barrier()
