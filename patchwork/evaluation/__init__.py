@@ -4,6 +4,7 @@ from patchwork.evaluation.coco_ap50 import coco_ap50
 from patchwork.evaluation.cost import FrameCost, count_flops, stream_cost
 from patchwork.evaluation.davis import db_eval_boundary, db_eval_iou, evaluate_davis, evaluate_davis_sequence
 from patchwork.evaluation.latency_stats import summarize_flops, summarize_latency
+from patchwork.evaluation.streaming import evaluate_method, evaluate_streams
 from patchwork.evaluation.vid import evaluate_vid
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "db_eval_iou",
     "evaluate_davis",
     "evaluate_davis_sequence",
+    "evaluate_method",
+    "evaluate_streams",
     "evaluate_vid",
     "stream_cost",
     "summarize_flops",

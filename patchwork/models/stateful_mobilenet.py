@@ -60,7 +60,7 @@ class StatefulMobileNetV2(nn.Module):
         feats, state = net.forward_full(frames, state)                  # feats (B, C, H/32, W/32)
         net.memory(state, "output")                                     # (B, C, H/32, W/32)
 
-    ``C`` is 1280 for width 1.0 (``max(1280, 1280 * width)`` in general). The state is
+    ``C`` is the last conv's channels (1280 for torchvision's width 1.0). The state is
     consumed: always continue with the returned one. Under ``torch.no_grad()`` memories
     are written in place; with autograd enabled new tensors are made, so gradients
     reach the weights through the memories of earlier frames.
