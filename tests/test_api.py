@@ -18,13 +18,7 @@ MODEL = {"_target_": "patchwork.models.builders.patchwork_detector", "grid": [4,
 SOURCE_SIZE = (96, 160)  # (H, W) of the frames; the model runs at 128x128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a small shared machine: one intra-op thread is faster than waking a pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def checkpoint(path, model, stage="stage3"):

@@ -28,14 +28,7 @@ STAGE_KINDS = {"single_frame", "attention", "joint"}
 SMALL_WIDTH = 0.35  # every model is built this narrow: the structure is what is tested, not the size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a small shared machine: one intra-op thread is many times faster than two
-    spinning ones. Module scope, so the setting never leaks into other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def compose_config(config_name: str = "train", overrides: list[str] | tuple[str, ...] = (),

@@ -40,11 +40,10 @@ synchronised around each frame on a GPU), summarised by
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +59,7 @@ from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.evaluation.vid import evaluate_vid
 from patchwork.models.baselines import (Flip, KeyframeDelay, KeyframeInterval, Resolution, rescale_prediction,
                                         rescale_target)
-from patchwork.models.inference import fold_batchnorm
+from patchwork.models.inference import evaluation_mode, fold_batchnorm
 from patchwork.nn import WindowGrid
 from patchwork.policies import FixedPolicy, GreedyPolicy, RandomPolicy, ScanningPolicy
 
@@ -99,19 +98,6 @@ def model_device(model: nn.Module) -> torch.device:
     """Device of a model's first parameter or buffer (CPU for a model with neither)."""
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd; restores every module's own training flag afterwards."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
 
 
 # --------------------------------------------------------------------------- building a method

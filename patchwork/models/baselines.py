@@ -30,10 +30,9 @@ report what the computation really costs.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +42,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from patchwork.evaluation.cost import count_flops
-from patchwork.models.streaming import ACTION_HISTORY, Stages, StepOutput, StreamingModel
+from patchwork.models.inference import evaluation_mode
+from patchwork.models.streaming import Stages, StepOutput, StreamingModel
 from patchwork.nn import StreamState, WindowGrid
 
 Prediction = dict[str, Tensor]
@@ -358,20 +358,6 @@ class _InFlight:
     actions: Tensor
 
 
-@contextlib.contextmanager
-def _evaluation(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for a measurement pass; restores every module's own mode
-    (frozen BatchNorm layers of a training model stay frozen)."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
-
-
 class KeyframeDelay(StreamingWrapper):
     """``interval=K, delay=D``: a keyframe every ``K`` frames, its computation spread over ``D + 1`` frames.
 
@@ -449,7 +435,7 @@ class KeyframeDelay(StreamingWrapper):
         key = (int(image_size[0]), int(image_size[1]))
         if key not in self._stage_flops:
             device = self.model.pixel_mean.device if device is None else device
-            with _evaluation(self.model):
+            with evaluation_mode(self.model):
                 state = self.model.init_state(1, key, device)
                 actions = torch.zeros(1, dtype=torch.long, device=device)
                 frames = torch.zeros(1, 3, *key, device=device)

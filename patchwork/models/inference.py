@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -30,3 +33,17 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 conv.weight, conv.bias = weight, bias
                 setattr(sequential, bn_name, nn.Identity())
     return model
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for a measurement pass; restores every module's own training
+    flag afterwards (frozen BatchNorm layers of a model in training stay frozen)."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode

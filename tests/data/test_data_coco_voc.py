@@ -6,6 +6,8 @@ import torch
 from data_fixtures import make_coco, make_voc, voc_instances
 from patchwork.data import CocoStills, CorruptDataError, DatasetLayoutError, VocStills
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_coco_boxes_labels_and_dropped_classes(tmp_path, caplog):
     annotation_file, image_dir = make_coco(tmp_path)

@@ -8,6 +8,8 @@ from hydra.utils import instantiate
 from data_fixtures import make_coco, make_davis, make_vid, make_voc
 from patchwork.data import FakeVideoSynthesizer, SyntheticDataConfig, VideoTaskData
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DATA_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
 TINY = dict(vid_train_videos=2, vid_val_videos=1, vid_frames=[3, 3], vid_frame_size=[64, 64], davis_train_videos=1,

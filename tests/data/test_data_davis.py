@@ -9,6 +9,8 @@ from data_fixtures import DAVIS_FRAMES, davis_mask, frame_value, make_davis
 from patchwork.data import CorruptDataError, DatasetLayoutError, Davis2016, MixedFrameDataset
 from patchwork.data.davis import DAVIS2016_TRAIN, DAVIS2016_VAL, parse_davis_image_set_line
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.mark.parametrize("list_style", ["2016", "2017"])
 def test_reads_sequences_frames_and_binary_masks(tmp_path, list_style):

@@ -5,6 +5,8 @@ import torch
 from patchwork.data import FakeVideoSynthesizer, empty_target, gt_overlap, make_target
 from patchwork.data.fake_video import view_path
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 H0, W0 = 160, 240
 RED_BOX = (100, 50, 160, 90)  # xyxy, pixel rows 50..89, columns 100..159
 BLUE_BOX = (20, 20, 40, 36)

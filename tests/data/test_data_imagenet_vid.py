@@ -7,6 +7,8 @@ from data_fixtures import VID_TRAIN, frame_value, make_vid
 from patchwork.data import CorruptDataError, DatasetLayoutError, ImageNetVID, SequentialClipDataset
 from patchwork.data.imagenet_vid import parse_vid_image_set_line
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SNIPPETS = list(VID_TRAIN)
 
 

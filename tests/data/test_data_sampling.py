@@ -5,6 +5,8 @@ from data_fixtures import frame_value, make_coco, make_vid, make_voc
 from patchwork.data import (CocoStills, FakeVideoSynthesizer, ImageNetVID, MixedClipDataset, MixedFrameDataset,
                             SequentialClipDataset, VideoTaskData, VocStills, collate_clips, collate_frames)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):

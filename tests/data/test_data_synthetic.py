@@ -11,6 +11,8 @@ from patchwork.data.synthetic.config import default_cache_dir
 from patchwork.data.synthetic.report import make_synthetic_data
 from patchwork.data.synthetic.writers import coco_scene, davis_scene, vid_scene, voc_scene
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = SyntheticDataConfig(vid_train_videos=2, vid_val_videos=1, vid_frames=(3, 4), vid_frame_size=(64, 96),
                            davis_train_videos=2, davis_val_videos=1, davis_frames=(3, 3), davis_frame_size=(64, 96),
                            coco_images=5, voc_images=3, still_size=(64, 96), max_objects=4, object_scale=0.6)

@@ -4,6 +4,8 @@ import torch
 from patchwork.data import make_target, train_transform, transform_clip
 from patchwork.data.transforms import apply_frame_transform, check_image_size
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def coloured(height: int, width: int, box: tuple[int, int, int, int]) -> torch.Tensor:
     image = torch.zeros(3, height, width, dtype=torch.uint8)

@@ -1,6 +1,5 @@
 """Checkpoints: atomic writes (also under SIGKILL), complete resume, last/best bookkeeping, RNG state."""
 
-import os
 import random
 import signal
 import subprocess

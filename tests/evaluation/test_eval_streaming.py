@@ -26,13 +26,7 @@ from patchwork.nn import StreamState, WindowGrid
 from patchwork.policies import GreedyPolicy, RandomPolicy, ScanningPolicy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a small shared machine: one intra-op thread is faster than waking a pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def frame_value(video: int, frame: int) -> int:

@@ -3,7 +3,7 @@ import torch
 
 from patchwork.models.builders import patchwork_detector
 from patchwork.models.detector import STRIDE16_TAP, _flatten_level
-from patchwork.nn import StreamState, WindowGrid
+from patchwork.nn import StreamState
 
 
 def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:

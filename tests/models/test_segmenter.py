@@ -22,14 +22,7 @@ from patchwork.nn import StreamState, WindowGrid
 PAPER_MFLOPS = {(1, 1): 3307, (4, 2): 841, (4, 1): 221}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: a second intra-op thread only adds
-    # contention (this file took 85 s with 2 threads under load, 10 s with 1).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomize_batchnorm(module: torch.nn.Module) -> None:
