@@ -45,10 +45,37 @@ def leaf_paths(node: dict, prefix: str = "") -> list[str]:
     return paths
 
 
-def check_model_steps(model: StreamingModel, image_size: tuple[int, int]) -> None:
-    """A full-frame (keyframe) step, then one window step, on random frames of ``image_size``."""
+TINY_SYNTHETIC = dict(
+    vid_train_videos=1, vid_val_videos=1, vid_frames=[4, 4], vid_frame_size=[64, 96], davis_train_videos=1,
+    davis_val_videos=1, davis_frames=[4, 4], davis_frame_size=[64, 96], coco_images=2, voc_images=1,
+    still_size=[64, 96], max_objects=3,
+)
+
+
+@pytest.fixture(scope="module")
+def synthetic_frames(tmp_path_factory):
+    """``(task, image_size) -> (frames (2, 3, H, W) in [0, 1], targets)``: two frames of the
+    built-in synthetic videos (a tiny set generated once for this module), resized to the size."""
+    from patchwork.data import synthetic_detection_data, synthetic_segmentation_data
+
+    cache = tmp_path_factory.mktemp("synthetic")
+    generator = SyntheticDataConfig(**TINY_SYNTHETIC)
+    build = {"detection": synthetic_detection_data, "segmentation": synthetic_segmentation_data}
+
+    def frames(task: str, image_size: tuple[int, int]) -> tuple[torch.Tensor, list[dict]]:
+        data = build[task](cache_dir=cache, generator=generator, image_size=list(image_size), augment=False)
+        videos = data.val_clip_dataset(clip_length=2)
+        clip = videos[0]
+        return clip["frames"].float() / 255, clip["targets"]
+
+    return frames
+
+
+def check_model_steps(model: StreamingModel, image_size: tuple[int, int], synthetic_frames) -> None:
+    """On two synthetic frames of ``image_size``: an evaluation step (a full-frame keyframe pass,
+    then one window step, decoded predictions), then one training step on the task loss."""
     model.eval()
-    frames = torch.rand(2, 3, *image_size, generator=torch.Generator().manual_seed(0))
+    frames, targets = synthetic_frames(model.task, image_size)
     with torch.no_grad():
         state = model.init_state(2, image_size)
         out = model(frames, None, state)
@@ -63,19 +90,13 @@ def check_model_steps(model: StreamingModel, image_size: tuple[int, int]) -> Non
         assert out.q_values.shape == (2, model.num_actions) and torch.isfinite(out.q_values).all()
     else:
         assert out.q_values is None
-    check_training_step(model, frames)
+    check_training_step(model, frames, targets)
 
 
-def check_training_step(model: StreamingModel, frames: torch.Tensor) -> None:
+def check_training_step(model: StreamingModel, frames: torch.Tensor, targets: list[dict]) -> None:
     """One optimiser step on the task loss: finite losses and gradients that change the weights."""
     model.train()
     height, width = frames.shape[-2:]
-    if model.task == "detection":
-        targets = [{"boxes": torch.tensor([[4.0, 4.0, width / 2, height / 2]]), "labels": torch.tensor([0])}] * 2
-    else:
-        mask = torch.zeros(height, width, dtype=torch.bool)
-        mask[: height // 2, : width // 3] = True
-        targets = [{"mask": mask}] * 2
     out = model(frames, torch.tensor([0, model.num_actions - 1]), model.init_state(2, (height, width)))
     losses = model.loss(out, targets)
     loss = sum(losses.values())
@@ -94,7 +115,7 @@ def test_test_tiny_and_quick_experiments_exist():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_its_parts_instantiate(name):
+def test_every_experiment_composes_and_its_parts_instantiate(name, synthetic_frames):
     cfg = compose_config(overrides=[f"experiment={name}"])
     grid = WindowGrid(*cfg.model.grid)
     image_size = tuple(cfg.data.image_size)
@@ -121,10 +142,11 @@ def test_every_experiment_composes_and_its_parts_instantiate(name):
     # Stage 1's single-frame model and the recurrent stages' Patchwork model both take a step
     # (at the configured image size when that is small, else at the smallest fitting size).
     small = tuple(s if s <= 2 * grid.slices * 32 else grid.slices * 32 for s in image_size)
-    check_model_steps(instantiate(cfg.model, grid=[1, 1], width_mult=SMALL_WIDTH, weights=None), small)
+    check_model_steps(instantiate(cfg.model, grid=[1, 1], width_mult=SMALL_WIDTH, weights=None), small,
+                      synthetic_frames)
     model = instantiate(cfg.model, width_mult=SMALL_WIDTH, weights=None)  # weights: not read in a test
     assert model.grid == grid
-    check_model_steps(model, small)
+    check_model_steps(model, small, synthetic_frames)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -146,15 +168,16 @@ def test_every_experiment_only_sets_keys_that_exist(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_every_model_config_builds_and_steps(name):
+def test_every_model_config_builds_and_steps(name, synthetic_frames):
     cfg = compose_config(overrides=[f"model={name}"])
     grid = WindowGrid(*cfg.model.grid)
     model = instantiate(cfg.model, width_mult=SMALL_WIDTH, weights=None)
     assert model.grid == grid and model.num_actions == grid.num_windows
     side = max(grid.slices * 32, 64)  # the smallest size the grid fits
-    check_model_steps(model, (side, side))
+    check_model_steps(model, (side, side), synthetic_frames)
     # Stage 1 builds every model config as its single-frame form (Sec. 3.4).
-    check_model_steps(instantiate(cfg.model, grid=[1, 1], width_mult=SMALL_WIDTH, weights=None), (64, 64))
+    check_model_steps(instantiate(cfg.model, grid=[1, 1], width_mult=SMALL_WIDTH, weights=None), (64, 64),
+                      synthetic_frames)
 
 
 @pytest.mark.parametrize("name", SCRIPT_CONFIGS)
