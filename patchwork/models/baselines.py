@@ -228,6 +228,19 @@ def _pad_dim1(padded: Tensor, width: int) -> Tensor:
     return torch.cat((padded, extra), dim=1)
 
 
+def _keyframe_state(
+    wrapper: "KeyframeInterval | KeyframeDelay", batch_size: int, image_size: tuple[int, int],
+    device: torch.device | str | None,
+) -> StreamState:
+    """The wrapped model's state plus a per-stream frame counter and the held outputs."""
+    state = wrapper.model.init_state(batch_size, image_size, device)
+    _check_free_prefix(state, wrapper.PREFIX, type(wrapper).__name__)
+    device = _state_device(state, device)
+    state[wrapper.COUNTER] = torch.zeros(batch_size, dtype=torch.long, device=device)
+    wrapper.held.init(state, batch_size, device)
+    return state
+
+
 # --------------------------------------------------------------------------- interval
 class KeyframeInterval(StreamingWrapper):
     """``interval=K``: run the model on every ``K``-th frame of each stream, copy its predictions in between.
@@ -261,12 +274,7 @@ class KeyframeInterval(StreamingWrapper):
     def init_state(
         self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
     ) -> StreamState:
-        state = self.model.init_state(batch_size, image_size, device)
-        _check_free_prefix(state, self.PREFIX, type(self).__name__)
-        device = _state_device(state, device)
-        state[self.COUNTER] = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.held.init(state, batch_size, device)
-        return state
+        return _keyframe_state(self, batch_size, image_size, device)
 
     def forward_raw(self, frames: Tensor, actions: Tensor, state: StreamState) -> StepOutput:
         counter = state[self.COUNTER]
@@ -416,14 +424,10 @@ class KeyframeDelay(StreamingWrapper):
     def init_state(
         self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
     ) -> StreamState:
-        state = self.model.init_state(batch_size, image_size, device)
-        _check_free_prefix(state, self.PREFIX, type(self).__name__)
-        device = _state_device(state, device)
-        state[self.COUNTER] = torch.zeros(batch_size, dtype=torch.long, device=device)
-        state[self.TICKET] = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.held.init(state, batch_size, device)
+        state = _keyframe_state(self, batch_size, image_size, device)
+        state[self.TICKET] = torch.zeros_like(state[self.COUNTER])
         # Measured here, outside the frames whose cost is counted.
-        self.stage_flops(image_size, device)
+        self.stage_flops(image_size, state[self.COUNTER].device)
         return state
 
     def stage_flops(self, image_size: tuple[int, int], device: torch.device | str | None = None) -> list[int]:

@@ -36,7 +36,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from patchwork.models.stateful import StatefulPass, cell_memories, insert_cells, run_stateful
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
 from patchwork.models.streaming import Stages, StepOutput, StreamingModel
-from patchwork.nn import FrameMemory, StreamState, WindowPlacement
+from patchwork.nn import FrameMemory, StreamState
 from patchwork.rl.rewards import SCORE_THRESHOLD as REWARD_SCORE_THRESHOLD
 
 #: SSDLite attaches its first head to the expansion layer of the first stride-32 block,
@@ -206,10 +206,7 @@ class PatchworkDetector(StreamingModel):
         else:
             crops = self.grid.crop(frames, actions)
             out, taps, state = yield from self.backbone.forward_stages(crops, actions, state, taps=[STRIDE16_TAP])
-            placements = {
-                stride: WindowPlacement(self.grid.offsets(actions, image_size, stride).to(frames.device))
-                for stride in self.high_res_strides
-            }
+            placements = self.backbone.window_placements(actions, image_size, self.high_res_strides)
         step = StatefulPass(state, placements)
         heads = {"cls": self.high_res_head.classification_head, "reg": self.high_res_head.regression_head}
         for kind, head in heads.items():

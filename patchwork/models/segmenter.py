@@ -28,7 +28,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
 from patchwork.models.streaming import Stages, StepOutput, StreamingModel, run_stages
-from patchwork.nn import FrameMemory, StreamState, WindowPlacement
+from patchwork.nn import FrameMemory, StreamState
 
 #: State key of the full-frame mask-logit memory.
 MASK_LOGITS = "mask_logits"
@@ -215,8 +215,8 @@ class PatchworkSegmenter(StreamingModel):
         if actions is None:
             state[MASK_LOGITS] = self.mask_memory.write_full(logits)
         else:
-            corners = self.grid.offsets(actions, image_size, self.out_stride).to(frames.device)
-            state[MASK_LOGITS] = self.mask_memory.write(state[MASK_LOGITS], logits, WindowPlacement(corners))
+            placement = self.backbone.window_placements(actions, image_size, [self.out_stride])[self.out_stride]
+            state[MASK_LOGITS] = self.mask_memory.write(state[MASK_LOGITS], logits, placement)
         return StepOutput(self._raw(state, logits, image_size), state)
 
     def _raw(self, state: StreamState, window_logits: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:

@@ -196,11 +196,8 @@ class StatefulMobileNetV2(nn.Module):
                 f"crops are {tuple(crops.shape[-2:])} but {self.grid!r} on {image_size[0]}x{image_size[1]} "
                 f"frames has {expected[0]}x{expected[1]} windows"
             )
-        windows = windows.to(device=crops.device, dtype=torch.long)
-        placements = {
-            stride: WindowPlacement(offsets[windows])
-            for stride, offsets in self._offset_tables(image_size, crops.device).items()
-        }
+        strides = {memory.stride for _, memory in self.named_memories()}
+        placements = self.window_placements(windows.to(crops.device, torch.long), image_size, strides)
         step = StatefulPass(StreamState(state), placements, dict.fromkeys(taps))
         # Channels-last throughout: the memories' layout, and faster CPU convolutions.
         crops = to_channels_last(crops)
@@ -224,15 +221,24 @@ class StatefulMobileNetV2(nn.Module):
         return out, self._checked_taps(step), step.state
 
     # -------------------------------------------------------------- internals
-    def _offset_tables(self, image_size: tuple[int, int], device: torch.device) -> dict[int, Tensor]:
-        """Window corners ``(num_windows, 2)`` at every stride a memory lives at (cached)."""
-        key = (image_size, device)
-        cache = self.__dict__.setdefault("_offset_cache", {})
-        if key not in cache:
-            strides = {memory.stride for _, memory in self.named_memories()}
-            all_windows = torch.arange(self.grid.num_windows)
-            cache[key] = {s: self.grid.offsets(all_windows, image_size, s).to(device) for s in strides}
-        return cache[key]
+    def window_placements(
+        self, windows: Tensor, image_size: tuple[int, int], strides: Iterable[int]
+    ) -> dict[int, WindowPlacement]:
+        """Each stream's window at each of ``strides``: ``{stride: WindowPlacement}``.
+
+        The corners of every window are tabulated once per image size, stride and device, so
+        a step costs one index per stride (no per-frame index arithmetic, no device sync);
+        task heads at other strides use the same tables.
+        """
+        cache = self.__dict__.setdefault("_corner_tables", {})
+        placements = {}
+        for stride in strides:
+            key = (image_size, stride, windows.device)
+            if key not in cache:
+                all_windows = torch.arange(self.grid.num_windows)
+                cache[key] = self.grid.offsets(all_windows, image_size, stride).to(windows.device)
+            placements[stride] = WindowPlacement(cache[key][windows])
+        return placements
 
     def _forward_input_cell(self, crops: Tensor, step: StatefulPass, image_size: tuple[int, int]) -> Tensor:
         """Fig. 11a: remember the raw frame, run the network on window + context, cut the window out."""

@@ -1,23 +1,16 @@
 import pytest
 import torch
+from model_fixtures import randomize_batchnorm
 
 from patchwork.models.builders import patchwork_detector
 from patchwork.models.detector import STRIDE16_TAP, _flatten_level
 from patchwork.nn import StreamState
 
 
-def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-    return model
-
-
 def _pair(grid: tuple[int, int], width: float = 0.5, cells: str = "all"):
     """A Patchwork detector and the single-frame detector with the same weights."""
     torch.manual_seed(0)
-    patchwork = _randomize_bn(patchwork_detector(grid, width_mult=width, num_classes=4, cells=cells)).eval()
+    patchwork = randomize_batchnorm(patchwork_detector(grid, width_mult=width, num_classes=4, cells=cells)).eval()
     single = patchwork_detector((1, 1), width_mult=width, num_classes=4).eval()
     single.load_state_dict(patchwork.state_dict(), strict=False)
     return patchwork, single

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from model_fixtures import randomize_batchnorm
 
 from patchwork.evaluation.cost import count_flops
 from patchwork.models.attention import AttentionQNetwork
@@ -25,22 +26,12 @@ PAPER_MFLOPS = {(1, 1): 3307, (4, 2): 841, (4, 1): 221}
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _randomize_batchnorm(module: torch.nn.Module) -> None:
-    """Non-trivial BatchNorm statistics, so eval-mode equalities are not vacuous."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
-            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
-
-
 def _parts(width: float = 0.5, seed: int = 0, channels: int = 64) -> tuple[torch.nn.Sequential, DeepLabLightHead]:
     torch.manual_seed(seed)
     features = mobilenet_v2_os16_features(width)
     head = DeepLabLightHead(features[-1].out_channels, channels=channels)
-    _randomize_batchnorm(features)
-    _randomize_batchnorm(head)
+    randomize_batchnorm(features)
+    randomize_batchnorm(head)
     return features, head
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torchvision
+from model_fixtures import randomize_batchnorm
 
 from patchwork.models import StatefulMobileNetV2
 from patchwork.nn import StreamState, WindowGrid
@@ -9,14 +10,7 @@ from patchwork.nn import StreamState, WindowGrid
 def _mobilenet(width: float = 1.0, seed: int = 0) -> torch.nn.Module:
     """A torchvision MobileNetV2 in eval mode with non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = torchvision.models.mobilenet_v2(width_mult=width)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
-            torch.nn.init.uniform_(module.bias, -0.2, 0.2)
-    return model.eval()
+    return randomize_batchnorm(torchvision.models.mobilenet_v2(width_mult=width)).eval()
 
 
 def _repeat_state(state: StreamState, batch: int) -> StreamState:
