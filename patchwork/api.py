@@ -1,39 +1,42 @@
-"""Notebook use: load a checkpoint and stream a video in a few lines.
+"""Notebook use: load a checkpoint and stream a video in a few lines, for any method.
 
 ::
 
-    import patchwork.api
-    model = patchwork.api.load("runs/quick/checkpoints/stage3/best.pt", device="cpu")
-    for frame in patchwork.api.stream(model, "my_frames/", policy="dqn"):
-        print(frame.index, frame.window, frame.window_box, frame.mflops, frame.predictions)
+    import patchwork.api as pw
+    model = pw.load("runs/quick/checkpoints/stage3/best.pt", device="cpu")
+    for frame in pw.stream(model, "my_frames/", policy="dqn"):
+        print(frame.index, frame.action, frame.overlay, frame.mflops, frame.ms, frame.predictions)
 
-``source`` is a folder of frames (image files in sorted name order), a ``(T, 3, H, W)``
-tensor (uint8, or float in ``[0, 1]``), or a video file read with ``torchvision.io.read_video``
-when this torchvision has it and its video backend (PyAV) is installed. Frames are resized to
-the image size the model was trained at (the checkpoint config's ``data.image_size``), and
-the predictions and the window are mapped back to the source frame's pixels.
+``source`` is a folder of frames (image files in sorted name order), a ``(T, 3, H, W)`` tensor
+(uint8, or float in ``[0, 1]``), or a video file. Frames are resized to the image size the
+model was trained at (the checkpoint config's ``data.image_size``), and the predictions and
+the action's overlay (Patchwork's window box) are mapped back to the source frame's pixels.
+Every frame goes through :class:`~patchwork.engine.runner.StreamRunner`, as in training and
+evaluation.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
-from hydra.utils import instantiate
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from patchwork.data import load_image
-from patchwork.engine.checkpoint import load_checkpoint
-from patchwork.evaluation.cost import count_flops
-from patchwork.evaluation.streaming import WindowChooser, build_policy, check_policy, evaluation_mode, model_task
+from patchwork.engine.loading import LoadedModel, load_model
+from patchwork.engine.runner import StreamRunner
 from patchwork.models.baselines import rescale_prediction
+from patchwork.models.inference import evaluation_mode
+from patchwork.nn.flops import count_flops
+from patchwork.policies import build_policy
 
 __all__ = ["LoadedModel", "StreamedFrame", "load", "stream"]
 
@@ -42,97 +45,9 @@ log = logging.getLogger(__name__)
 #: Image files a frame folder may hold (others, e.g. annotations, are ignored).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-
-@dataclass
-class LoadedModel:
-    """A model rebuilt from a checkpoint, ready to stream.
-
-    Attributes:
-        model: the streaming model, in eval mode on ``device``.
-        image_size: ``(H, W)`` the model runs at (the checkpoint's ``data.image_size``).
-        task: ``"detection"`` or ``"segmentation"``.
-        config: the checkpoint's resolved run config (plain containers).
-        stage: the training stage that wrote the checkpoint.
-        device: where the model lives.
-        untrained: parameter names the checkpoint did not provide (the attention network when
-            a stage-1 single-frame checkpoint is rebuilt with a window grid).
-    """
-
-    model: nn.Module
-    image_size: tuple[int, int]
-    task: str
-    config: dict[str, Any]
-    stage: str
-    device: torch.device
-    untrained: list[str]
-
-
-def _stage_kind(config: dict[str, Any], stage: str) -> str | None:
-    return ((config.get("stage") or {}).get(stage) or {}).get("kind")
-
-
-def load(
-    checkpoint_path: str | os.PathLike[str],
-    device: torch.device | str = "cpu",
-    grid: Sequence[int] | None = None,
-    cells: str | None = None,
-    width_mult: float | None = None,
-    image_size: Sequence[int] | None = None,
-) -> LoadedModel:
-    """Rebuild a checkpoint's model from its own config and load its weights.
-
-    The model is ``hydra.utils.instantiate(config["model"], **overrides)``. A stage-1
-    checkpoint holds the single-frame model (stage 1 trains with grid ``[1, 1]`` whatever the
-    config's grid), so its default grid is ``(1, 1)``; ask for ``grid=(4, 2)`` to place it in
-    the recurrent setting (Sec. 3.4): its attention network is then untrained (listed in
-    ``untrained``; use a hand-designed policy). Attention weights a single-frame rebuild does
-    not use are dropped.
-
-    Args:
-        checkpoint_path: a checkpoint of :mod:`patchwork.engine.checkpoint` (``models["model"]``
-            the state dict, ``config`` the resolved run config with ``model`` and ``data.image_size``).
-        device: where the model goes.
-        grid, cells, width_mult: override the config's model options.
-        image_size: override ``data.image_size``.
-    Raises:
-        ValueError: the checkpoint's weights do not fit the rebuilt model (other than attention).
-    """
-    payload = load_checkpoint(checkpoint_path, map_location="cpu")
-    config = payload.get("config") or {}
-    if "model" not in config:
-        raise ValueError(f"checkpoint {checkpoint_path} has no model config (config['model'])")
-    stage = str(payload.get("stage", ""))
-    overrides: dict[str, Any] = {}
-    if grid is not None:
-        overrides["grid"] = [int(g) for g in grid]
-    elif _stage_kind(config, stage) == "single_frame" or stage == "stage1":
-        overrides["grid"] = [1, 1]
-    if cells is not None:
-        overrides["cells"] = cells
-    if width_mult is not None:
-        overrides["width_mult"] = float(width_mult)
-    model = instantiate(config["model"], **overrides)
-    weights = payload["models"]["model"]
-    expected = model.state_dict()
-    weights = {k: v for k, v in weights.items() if k in expected or not k.startswith("attention.")}
-    misfit = f"checkpoint {checkpoint_path} does not fit the model rebuilt with {overrides or 'its config'}"
-    try:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-    except RuntimeError as error:  # shape mismatches (e.g. another width_mult)
-        raise ValueError(f"{misfit}: {error}") from error
-    if unexpected or any(not k.startswith("attention.") for k in missing):
-        raise ValueError(f"{misfit}: missing {missing}, unexpected {unexpected}")
-    if missing:
-        log.warning("%s: the attention network is not in the checkpoint (untrained); use a hand-designed policy",
-                    checkpoint_path)
-    size = image_size if image_size is not None else (config.get("data") or {}).get("image_size")
-    if size is None:
-        raise ValueError(f"checkpoint {checkpoint_path} has no data.image_size; pass image_size=(H, W)")
-    device = torch.device(device)
-    model.to(device).eval()
-    image_size = (int(size[0]), int(size[1]))
-    model.grid.check_image_size(image_size)
-    return LoadedModel(model, image_size, model_task(model), config, stage, device, list(missing))
+#: Rebuild a checkpoint's model (``load(path, device="cpu", image_size=None, **model_overrides)``,
+#: e.g. ``grid=(4, 2)`` to place a stage-1 single-frame checkpoint in the recurrent setting).
+load = load_model
 
 
 @dataclass
@@ -143,16 +58,31 @@ class StreamedFrame:
         index: the frame's position in the source.
         predictions: in source pixels: ``boxes`` ``(N, 4)`` xyxy, ``scores`` ``(N,)``, ``labels``
             ``(N,)`` (class indices); or ``mask`` bool ``(H, W)`` and ``scores`` ``(H, W)``.
-        window: the attention window's index in the model's grid (0 for a single-frame model).
-        window_box: that window as ``(x1, y1, x2, y2)`` in source pixels (x2, y2 exclusive).
+        action: what the method chose for this frame (Patchwork: the window index; LFS: the
+            extractor; BlockCopy: the executed blocks), ``None`` for a single-frame model.
+        overlay: the action drawn on the frame, in source pixels (``{"box": (x1, y1, x2, y2)}``
+            for Patchwork's window; see ``StreamingModel.action_overlay``).
         mflops: theoretical cost of this frame, MFLOPs (2 x multiply-adds); NaN when not measured.
+        ms: wall-clock time of the frame's step in milliseconds (NaN while FLOPs are counted,
+            which slows every operation).
     """
 
     index: int
     predictions: dict[str, Tensor]
-    window: int
-    window_box: tuple[float, float, float, float]
+    action: Tensor | None
+    overlay: dict[str, Any]
     mflops: float
+    ms: float
+
+    @property
+    def window(self) -> int:
+        """Patchwork's name for a discrete action: the window index (0 for a single-frame model)."""
+        return 0 if self.action is None else int(self.action)
+
+    @property
+    def window_box(self) -> tuple[float, float, float, float] | None:
+        """The attention window as ``(x1, y1, x2, y2)`` in source pixels (x2, y2 exclusive), if any."""
+        return self.overlay.get("box")
 
 
 def _video_frames(path: Path) -> Tensor:
@@ -193,6 +123,14 @@ def _frames(source: str | os.PathLike[str] | Tensor) -> Iterator[Tensor]:
         raise FileNotFoundError(f"no frame folder or video file at {path}")
 
 
+def _scaled_overlay(overlay: dict[str, Any], image_size: tuple[int, int], source_size: tuple[int, int]) -> dict[str, Any]:
+    if "box" not in overlay:
+        return overlay
+    sy, sx = source_size[0] / image_size[0], source_size[1] / image_size[1]
+    x1, y1, x2, y2 = overlay["box"]
+    return {**overlay, "box": (x1 * sx, y1 * sy, x2 * sx, y2 * sy)}
+
+
 def stream(
     model: LoadedModel,
     source: str | os.PathLike[str] | Tensor,
@@ -206,35 +144,32 @@ def stream(
     Args:
         model: from :func:`load`.
         source: a frame folder, a ``(T, 3, H, W)`` tensor, or a video file (see the module docstring).
-        policy: ``"dqn"`` (greedy on the learned Q-values; the first frame's window is random,
-            seeded), ``"random"``, ``"scanning"``, ``"fixed"`` (always ``window``), or a policy object.
+        policy: a name of :func:`~patchwork.policies.build_policy` (``"dqn"``: greedy on the learnt
+            Q-values, the first action by the action space's rule; ``"random"``, ``"scanning"``,
+            ``"fixed"`` (always ``window``), ``"bernoulli"``) or a policy object.
         measure_flops: count each frame's FLOPs (slower: every operation is intercepted).
-        generator_seed: seed of the first window and of the random policy.
+        generator_seed: seed of the first action and of random policies.
     """
     net, image_size, device = model.model, model.image_size, model.device
     if isinstance(policy, str):
-        policy = build_policy(policy, net.grid, window)
-    check_policy(net, policy)
-    chooser = WindowChooser(policy, net.num_actions, generator_seed)
-    windows = net.grid.boxes(image_size).float()  # (A, 4) model pixels
-    video = torch.zeros(1, dtype=torch.long)
+        policy = build_policy(policy, net.action_space, window)
+    runner = StreamRunner(net, policy, seed=generator_seed)
     with evaluation_mode(net):
-        state = net.init_state(1, image_size, device)
-        q_values = None
+        runner.start(1, image_size, device, videos=torch.zeros(1, dtype=torch.long))
         for index, frame in enumerate(_frames(source)):
             source_size = (int(frame.shape[-2]), int(frame.shape[-1]))
             resized = TF.resize(frame, list(image_size), antialias=True)[None].to(device)
-            actions = chooser(q_values, torch.full((1,), index, dtype=torch.long, device=device), video)
-            outputs = []
-            run = lambda: outputs.append(net(resized, actions, state))  # noqa: E731
-            mflops = count_flops(run) / 1e6 if measure_flops else float("nan")
-            if not measure_flops:
-                run()
-            out = outputs[0]
-            state, q_values = out.state, out.q_values
-            prediction = {k: v.detach().cpu() for k, v in out.predictions[0].items()}
-            window_index = int(actions[0])
-            scale = torch.tensor([source_size[1] / image_size[1], source_size[0] / image_size[0]] * 2)
-            box = (windows[window_index] * scale).tolist()
-            yield StreamedFrame(index, rescale_prediction(prediction, image_size, source_size), window_index,
-                                tuple(box), mflops)
+            steps = []
+            tic = time.perf_counter()
+            if measure_flops:
+                mflops, ms = count_flops(lambda: steps.append(runner.step(resized))) / 1e6, float("nan")
+            else:
+                steps.append(runner.step(resized))
+                mflops, ms = float("nan"), (time.perf_counter() - tic) * 1e3
+            step = steps[0]
+            prediction = {k: v.detach().cpu() for k, v in step.out.predictions[0].items()}
+            action = None if step.actions is None else step.actions[0].detach().cpu()
+            overlay = {} if action is None else _scaled_overlay(net.action_overlay(action, image_size), image_size,
+                                                                 source_size)
+            yield StreamedFrame(index, rescale_prediction(prediction, image_size, source_size), action, overlay,
+                                mflops, ms)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from patchwork.evaluation.latency import latency_table
+from patchwork.benchmarks.patchwork_latency import latency_table
 from patchwork.evaluation.tables import markdown_table, write_json
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from patchwork.evaluation.cost import backbone_cost_table, paper_cost_table
-from patchwork.evaluation.paper_tables import TABLE4, TABLE5
+from patchwork.benchmarks.paper_tables import TABLE4, TABLE5
+from patchwork.benchmarks.patchwork_cost import backbone_cost_table, paper_cost_table
 from patchwork.evaluation.tables import markdown_table, write_json
 
 DELAY_NOTE = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from patchwork.engine.main_job import run_main_job
+from patchwork.main_job import run_main_job
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="main")

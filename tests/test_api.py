@@ -22,8 +22,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def checkpoint(path, model, stage="stage3"):
-    config = {"model": MODEL, "data": {"image_size": [128, 128]}, "stage": {"stage1": {"kind": "single_frame"},
-                                                                            "stage3": {"kind": "joint"}}}
+    config = {"model": MODEL, "data": {"image_size": [128, 128]},
+              "stage": {"stage1": {"_target_": "patchwork.engine.stages.SupervisedStage", "model_overrides": {"grid": [1, 1]}},
+                        "stage3": {"_target_": "patchwork.engine.stages.PolicyStage"}}}
     return save_checkpoint(path, make_payload(step=7, stage=stage, config=config, models={"model": model}))
 
 

@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from patchwork.data import FakeVideoSynthesizer, SyntheticDataConfig
-from patchwork.engine.train import STAGE_KEYS
+from patchwork.engine.stages import PolicyStage, SupervisedStage
+from patchwork.engine.train import build_stage
 from patchwork.models.streaming import StreamingModel
 from patchwork.nn import WindowGrid
 from patchwork.rl import LinearEpsilon
@@ -23,8 +24,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 SCRIPT_CONFIGS = ["flops", "benchmark_latency", "make_synthetic_data", "evaluate"]
-STAGE_KINDS = {"single_frame", "attention", "joint"}
-# What the engine reads from every stage node (patchwork.engine.train / stages).
 SMALL_WIDTH = 0.35  # every model is built this narrow: the structure is what is tested, not the size
 
 
@@ -71,6 +70,12 @@ def synthetic_frames(tmp_path_factory):
     return frames
 
 
+def first_and_last_actions(model: StreamingModel) -> torch.Tensor | None:
+    """Actions of two streams: the first and the last of the model's discrete space (None without one)."""
+    space = model.action_space
+    return None if space is None else torch.tensor([0, space.n - 1])
+
+
 def check_model_steps(model: StreamingModel, image_size: tuple[int, int], synthetic_frames) -> None:
     """On two synthetic frames of ``image_size``: an evaluation step (a full-frame keyframe pass,
     then one window step, decoded predictions), then one training step on the task loss."""
@@ -79,17 +84,19 @@ def check_model_steps(model: StreamingModel, image_size: tuple[int, int], synthe
     with torch.no_grad():
         state = model.init_state(2, image_size)
         out = model(frames, None, state)
-        out = model(frames, torch.tensor([0, model.num_actions - 1]), out.state)
+        out = model(frames, first_and_last_actions(model), out.state)
+        observation = model.observe(out)
+        scores = None if observation is None else model.policy_network(observation)
     assert len(out.predictions) == 2
     for prediction in out.predictions:
         if "mask" in prediction:  # segmentation: a full-frame mask
             assert prediction["mask"].shape[-2:] == image_size
         else:  # detection: boxes in pixels with one score each
             assert prediction["boxes"].shape[-1] == 4 and len(prediction["scores"]) == len(prediction["boxes"])
-    if model.num_actions > 1:
-        assert out.q_values.shape == (2, model.num_actions) and torch.isfinite(out.q_values).all()
+    if model.action_space is not None:
+        assert scores.shape == (2, model.action_space.n) and torch.isfinite(scores).all()
     else:
-        assert out.q_values is None
+        assert observation is None and model.policy_network is None
     check_training_step(model, frames, targets)
 
 
@@ -97,7 +104,7 @@ def check_training_step(model: StreamingModel, frames: torch.Tensor, targets: li
     """One optimiser step on the task loss: finite losses and gradients that change the weights."""
     model.train()
     height, width = frames.shape[-2:]
-    out = model(frames, torch.tensor([0, model.num_actions - 1]), model.init_state(2, (height, width)))
+    out = model(frames, first_and_last_actions(model), model.init_state(2, (height, width)))
     losses = model.loss(out, targets)
     loss = sum(losses.values())
     assert torch.isfinite(loss), losses
@@ -121,16 +128,19 @@ def test_every_experiment_composes_and_its_parts_instantiate(name, synthetic_fra
     image_size = tuple(cfg.data.image_size)
     grid.check_image_size(image_size)  # the experiment's grid fits its images
 
-    # Every selected stage is complete: a valid kind and every key the engine reads.
+    # Every selected stage is a stage object whose constructor takes exactly the node's keys.
     assert list(cfg.stage) == ["stage1", "stage2", "stage3"]
-    for stage_name, stage in cfg.stage.items():
-        assert stage.kind in STAGE_KINDS, stage_name
-        assert STAGE_KEYS[stage.kind] <= set(stage), (stage_name, STAGE_KEYS[stage.kind] - set(stage))
+    stages = {name: build_stage(cfg, name) for name in cfg.stage}
+    assert isinstance(stages["stage1"], SupervisedStage)
+    assert isinstance(stages["stage2"], PolicyStage) and stages["stage2"].lr_task is None
+    assert isinstance(stages["stage3"], PolicyStage) and stages["stage3"].lr_task > 0
+    for stage in stages.values():
         assert int(stage.steps) > 0 and int(stage.checkpoint_every) > 0
     assert grid.num_windows > 1  # stages 2 and 3 learn an attention policy over the windows
 
     # The cheap parts instantiate (the data would generate or read whole datasets: not here).
-    assert isinstance(instantiate(cfg.policy.epsilon), LinearEpsilon)
+    assert isinstance(instantiate(cfg.learner.epsilon), LinearEpsilon)
+    assert instantiate(cfg.reward).task == ("segmentation" if "segmentation" in name else "detection")
     if "generator" in cfg.data:
         assert isinstance(instantiate(cfg.data.generator), SyntheticDataConfig)
     assert isinstance(instantiate(cfg.data.fake_video), FakeVideoSynthesizer)
@@ -142,8 +152,9 @@ def test_every_experiment_composes_and_its_parts_instantiate(name, synthetic_fra
     # Stage 1's single-frame model and the recurrent stages' Patchwork model both take a step
     # (at the configured image size when that is small, else at the smallest fitting size).
     small = tuple(s if s <= 2 * grid.slices * 32 else grid.slices * 32 for s in image_size)
-    check_model_steps(instantiate(cfg.model, grid=[1, 1], width_mult=SMALL_WIDTH, weights=None), small,
-                      synthetic_frames)
+    stage1_model = instantiate(cfg.model, **cfg.stage.stage1.model_overrides, width_mult=SMALL_WIDTH, weights=None)
+    assert stage1_model.action_space is None  # stage 1 trains the single-frame model
+    check_model_steps(stage1_model, small, synthetic_frames)
     model = instantiate(cfg.model, width_mult=SMALL_WIDTH, weights=None)  # weights: not read in a test
     assert model.grid == grid
     check_model_steps(model, small, synthetic_frames)
@@ -172,7 +183,8 @@ def test_every_model_config_builds_and_steps(name, synthetic_frames):
     cfg = compose_config(overrides=[f"model={name}"])
     grid = WindowGrid(*cfg.model.grid)
     model = instantiate(cfg.model, width_mult=SMALL_WIDTH, weights=None)
-    assert model.grid == grid and model.num_actions == grid.num_windows
+    assert model.grid == grid
+    assert (1 if model.action_space is None else model.action_space.n) == grid.num_windows
     side = max(grid.slices * 32, 64)  # the smallest size the grid fits
     check_model_steps(model, (side, side), synthetic_frames)
     # Stage 1 builds every model config as its single-frame form (Sec. 3.4).
@@ -203,7 +215,7 @@ def test_unknown_key_on_the_command_line_fails_at_composition():
     with pytest.raises(ConfigCompositionException, match="not_a_key"):
         compose_config(overrides=["experiment=test_tiny", "stage.stage1.not_a_key=1"])
     with pytest.raises(ConfigCompositionException, match="not_a_key"):
-        compose_config(overrides=["experiment=test_tiny", "policy.not_a_key=1"])
+        compose_config(overrides=["experiment=test_tiny", "learner.not_a_key=1"])
 
 
 def run_train_in_process(overrides: list[str], tmp_path: Path, monkeypatch) -> Path:

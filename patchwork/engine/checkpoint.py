@@ -328,6 +328,7 @@ def make_payload(
     generators: Mapping[str, torch.Generator] | None = None,
     rng: Mapping | list | None = None,
     extra: Mapping | None = None,
+    learners: Mapping[str, Mapping] | None = None,
 ) -> dict:
     """Build a payload following the module's convention.
 
@@ -339,6 +340,8 @@ def make_payload(
         rng: an RNG state to store instead of this process's :func:`rng_state` (under DDP the
             list of every rank's states gathered on the main rank).
         extra: any further plain values.
+        learners: state dicts of the stage's learners (:mod:`patchwork.rl.roles`), already taken
+            (a finished stage stores them without their replay buffer).
     """
     return {
         "step": int(step),
@@ -350,6 +353,7 @@ def make_payload(
         "replay_buffer": None if replay_buffer is None else replay_buffer.state_dict(),
         "rng": rng_state(generators) if rng is None else rng,
         "extra": dict(extra or {}),
+        "learners": dict(learners or {}),
     }
 
 
@@ -363,6 +367,7 @@ def restore_payload(
     generators: Mapping[str, torch.Generator] | None = None,
     rank: int = 0,
     restore_rng: bool = True,
+    learners: Mapping[str, HasStateDict] | None = None,
 ) -> int:
     """Load a payload into the live objects and RNGs; returns the step to resume from.
 
@@ -384,6 +389,8 @@ def restore_payload(
         if payload.get("replay_buffer") is None:
             raise CheckpointError("checkpoint holds no replay buffer but this run has one")
         replay_buffer.load_state_dict(payload["replay_buffer"])
+    if learners is not None:
+        load_state_dicts(learners, payload.get("learners", {}), "learners")
     if restore_rng:
         rng = payload["rng"]
         if isinstance(rng, list):

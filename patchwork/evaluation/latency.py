@@ -1,150 +1,110 @@
-"""Empirical cost: per-frame wall-clock latency of the stateful backbone (Sec. 4, Fig. 6/8).
+"""Empirical cost of a method: per-frame wall-clock latency of one stream, as Chai 2019, Sec. 4 measures it.
 
-The paper measures single-threaded CPU latency. Configurations are interleaved frame by
-frame in one run, so machine noise (other processes, frequency scaling) hits all of them
-alike instead of biasing whichever ran during a busy moment.
+Single thread on the CPU (the paper's setting), per-frame times over the first frames of
+some validation videos, summarised by :func:`~patchwork.evaluation.latency_stats.summarize_latency`
+(p95 / p99 as the "max", mean and std as the "average").
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import torch
-import torchvision
+from torch import Tensor
 
+from patchwork.engine.runner import StreamRunner
+from patchwork.evaluation.cost import model_device
 from patchwork.evaluation.latency_stats import summarize_latency
-from patchwork.models import StatefulMobileNetV2
-from patchwork.models.inference import fold_batchnorm
-from patchwork.nn import PatchworkCell, WindowGrid, WindowPlacement
+from patchwork.evaluation.streaming import clip_dataset
+from patchwork.models.inference import evaluation_mode, fold_batchnorm
+from patchwork.models.streaming import StreamingModel
 
 
-def cell_time_share(net: StatefulMobileNetV2, frames: torch.Tensor, window: int, repeats: int = 20) -> dict[str, float]:
-    """Share of one window pass spent in the Patchwork cells' state update and propagation.
-
-    The cells' inputs of a real pass are recorded, then the cells' :meth:`~PatchworkCell.propagate`
-    (state update + feature propagation, including the index computation) and the output
-    memory's write are replayed and timed on their own.
-
-    Returns:
-        ``{"pass_ms", "cells_ms", "share"}`` (medians over ``repeats``).
-    """
-    grid = net.grid
-    windows = torch.tensor([window] * frames.shape[0])
-    crops = grid.crop(frames, windows)
-    recorded: list[tuple[PatchworkCell, tuple]] = []
-    hooks = [
-        module.register_forward_pre_hook(lambda module, args: recorded.append((module, args)))
-        for module in net.modules()
-        if isinstance(module, PatchworkCell)
-    ]
-    with torch.no_grad():
-        state = net.init_state(frames.shape[0], tuple(frames.shape[-2:]))
-        _, state = net.forward_full(frames, state)
-        out, state = net(crops, windows, state)
-        for hook in hooks:
-            hook.remove()
-        out_corners = grid.offsets(windows, tuple(frames.shape[-2:]), net.out_stride)
-
-        def replay_cells() -> None:
-            # Fresh placements, shared by stride as in a real pass, so the replay pays
-            # for the index computation too.
-            fresh: dict[int, WindowPlacement] = {}
-            for cell, (window_features, memory, placement) in recorded:
-                shared = fresh.setdefault(id(placement), WindowPlacement(placement.corners))
-                cell.propagate(window_features, memory, shared)
-            net.output_memory.write(state["output"], out, WindowPlacement(out_corners))
-
-        pass_times, cell_times = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            net(crops, windows, state)
-            pass_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            replay_cells()
-            cell_times.append(time.perf_counter() - start)
-    pass_ms, cells_ms = 1e3 * float(np.median(pass_times)), 1e3 * float(np.median(cell_times))
-    return {"pass_ms": pass_ms, "cells_ms": cells_ms, "share": cells_ms / pass_ms}
+def inference_copy(model: StreamingModel, device: torch.device | str, fold_bn: bool) -> StreamingModel:
+    """The model to time: a copy on ``device``, BatchNorm folded into the convs when asked
+    (:func:`~patchwork.models.inference.fold_batchnorm`); the model itself when neither changes it."""
+    device = torch.device(device)
+    if not fold_bn and model_device(model) == device:
+        return model
+    try:
+        timed = copy.deepcopy(model)
+    except TypeError as error:
+        raise TypeError(
+            f"cannot copy {type(model).__name__} for timing ({error}); a KeyframeDelay holds its in-flight "
+            "keyframe computation (a generator): measure latency before streaming with it, or use fold_bn=False"
+        ) from error
+    timed.to(device).eval()
+    return fold_batchnorm(timed) if fold_bn else timed
 
 
-def _streaming_config(task: str, grid: WindowGrid, width: float, tv_model: torch.nn.Module, fold_bn: bool):
-    """``(module, step(frame, windows, state) -> state, state factory)`` for one grid of ``task``."""
-    from patchwork.models.builders import patchwork_detector, patchwork_segmenter
-
-    if task == "backbone":
-        net = StatefulMobileNetV2.from_torchvision(tv_model, grid).eval()
-
-        def step(frame, windows, state):
-            return net(grid.crop(frame, windows), windows, state)[1]
-
-    else:
-        build = {"detection": patchwork_detector, "segmentation": patchwork_segmenter}[task]
-        net = build((grid.slices, grid.span), width_mult=width).eval()
-
-        def step(frame, windows, state):
-            return net(frame, windows, state).state
-
-    if fold_bn:
-        fold_batchnorm(net)
-    return net, step
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def latency_table(
-    task: str = "backbone",
-    image_size: tuple[int, int] = (384, 384),
-    width: float = 1.0,
-    grids: Iterable[tuple[int, int]] = ((1, 1), (2, 1), (4, 2), (4, 1)),
-    frames: int = 60,
-    warmup: int = 5,
-    threads: int = 1,
-    seed: int = 0,
+def measure_latency(
+    model: StreamingModel,
+    clips: Sequence[Tensor],
+    policy: Any,
+    frames_per_video: int = 32,
+    device: torch.device | str = "cpu",
     fold_bn: bool = True,
-) -> list[dict[str, object]]:
-    """Per-frame CPU latency of ``task`` (``"backbone"``, ``"detection"`` or ``"segmentation"``)
-    for each grid, all grids interleaved in one run.
+    threads: int = 1,
+    warmup: int = 2,
+    generator_seed: int = 0,
+) -> dict[str, Any]:
+    """Per-frame wall-clock latency of one stream (batch of one), as Sec. 4 measures it.
 
-    Every configuration streams the same random video with a random policy. For the
-    backbone a frame's time covers cropping and the window pass; for a task model the
-    whole step: crop, backbone, heads, memories, attention Q-values and decoded
-    predictions. The single-frame row is ``WindowGrid(1, 1)`` through the same code (the
-    stateless network). ``fold_bn`` folds BatchNorm into the convolutions of every
-    configuration alike, as a deployed model would.
+    Each clip is streamed from its first frame with a fresh state, its first
+    ``frames_per_video`` frames timed one by one: the policy's choice, the model's step with
+    decoded predictions and the policy network (what a deployed method does per frame). The frame is on the
+    device before the clock starts. On the CPU the run uses ``threads`` intra-op threads
+    (the paper: one) and restores the previous setting afterwards; on a GPU the device is
+    synchronised before and after each frame. ``warmup`` frames of the first clip run first,
+    untimed, on a throwaway state (allocations, lazy initialisation).
 
+    Args:
+        model: the method (copied, and BatchNorm-folded when ``fold_bn``, see :func:`inference_copy`).
+        clips: videos as uint8 (or ``[0, 1]`` float) ``(T, 3, H, W)`` tensors at the model's image size.
+        policy: the method's policy.
     Returns:
-        Rows ``{"grid", "median_ms", "p95_ms", "speedup", "cells_share"}``, ``speedup``
-        relative to single-frame's median (NaN when no single-frame row is requested);
-        ``cells_share`` (backbone only, else NaN) is :func:`cell_time_share`.
+        :func:`~patchwork.evaluation.latency_stats.summarize_latency` of the per-frame times
+        (``p95``, ``p99``, ``median``, ``mean``, ``std``, ``max`` in ms; ``count`` frames)
+        plus ``"device"``, ``"threads"``, ``"fold_bn"`` and ``"times_ms"`` (the raw list).
     """
-    torch.set_num_threads(threads)
-    generator = torch.Generator().manual_seed(seed)
-    tv_model = torchvision.models.mobilenet_v2(width_mult=width)
-    video = torch.rand(warmup + frames, 1, 3, *image_size, generator=generator)
-    configs = []
-    for slices, span in grids:
-        grid = WindowGrid(slices, span)
-        net, step = _streaming_config(task, grid, width, tv_model, fold_bn)
-        configs.append({"grid": grid, "net": net, "step": step, "state": net.init_state(1, image_size), "times": []})
-    with torch.no_grad():
-        for t in range(warmup + frames):
-            for config in configs:
-                windows = torch.randint(config["grid"].num_windows, (1,), generator=generator)
-                start = time.perf_counter()
-                config["state"] = config["step"](video[t], windows, config["state"])
-                elapsed = time.perf_counter() - start
-                if t >= warmup:
-                    config["times"].append(1e3 * elapsed)
-    rows = []
-    for config in configs:
-        grid = config["grid"]
-        row = {"grid": "single-frame" if grid.is_full_frame else f"M={grid.slices}, N={grid.span}"}
-        summary = summarize_latency(config["times"])
-        row.update(median_ms=summary["median"], p95_ms=summary["p95"])
-        row["cells_share"] = (
-            cell_time_share(config["net"], video[0], window=0)["share"] if task == "backbone" else float("nan")
-        )
-        rows.append(row)
-    reference = next((r["median_ms"] for r in rows if r["grid"] == "single-frame"), float("nan"))
-    for row in rows:
-        row["speedup"] = reference / row["median_ms"]
-    return rows
+    if not clips:
+        raise ValueError("measure_latency needs at least one clip")
+    device = torch.device(device)
+    timed = inference_copy(model, device, fold_bn)
+    image_size = tuple(int(s) for s in clips[0].shape[-2:])
+    previous_threads = torch.get_num_threads()
+    times: list[float] = []
+    try:
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
+        runner = StreamRunner(timed, policy, seed=generator_seed)
+        with evaluation_mode(timed):
+            for v, clip in enumerate([clips[0][:warmup]] + list(clips)):
+                runner.start(1, image_size, device, videos=torch.tensor([v]))
+                for t in range(min(len(clip), frames_per_video)):
+                    frame = clip[t : t + 1].to(device)
+                    _synchronize(device)
+                    tic = time.perf_counter()
+                    runner.step(frame)
+                    _synchronize(device)
+                    elapsed = (time.perf_counter() - tic) * 1e3
+                    if v > 0:  # clip 0 is the warm-up
+                        times.append(elapsed)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {**summarize_latency(times), "device": str(device), "threads": threads if device.type == "cpu" else None,
+            "fold_bn": fold_bn, "times_ms": times}
+
+
+def latency_clips(dataset: Any, videos: int, frames: int) -> list[Tensor]:
+    """The first ``frames`` frames of the first ``videos`` videos of a clip dataset (uint8 ``(T, 3, H, W)``)."""
+    dataset = clip_dataset(dataset)
+    return [dataset[i]["frames"][:frames] for i in range(min(videos, len(dataset)))]

@@ -1,6 +1,6 @@
 """Paper-style tables (Markdown, CSV, JSON) and figures (PNG) from evaluation rows.
 
-Input everywhere is the list of raw rows :func:`patchwork.evaluation.streaming.evaluate_method`
+Input everywhere is the list of raw rows :func:`patchwork.evaluation.rows.evaluate_method`
 returns (numbers in their units: MFLOPs, ms, metrics in percent). The builders turn them into
 :class:`Table` s shaped like the paper's:
 
@@ -11,8 +11,8 @@ returns (numbers in their units: MFLOPs, ms, metrics in percent). The builders t
 
 :func:`write_table` writes each as ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json``;
 :func:`read_table` reads the CSV or JSON back. Figures: :func:`plot_latency_accuracy`
-(Figs. 5-8: accuracy against theoretical max MFLOPs or empirical p95 ms, single-frame and
-Patchwork variants as separate series) and :func:`render_strip` / :func:`save_strip` (Fig. 4:
+(Figs. 5-8: accuracy against theoretical max MFLOPs or empirical p95 ms, one series per
+method family: single-frame variants, Patchwork, LFS, BlockCopy) and :func:`render_strip` / :func:`save_strip` (Fig. 4:
 consecutive frames with the attention window in red and the predictions). :func:`write_report`
 writes the tables and figures of one task's rows at once.
 """
@@ -43,42 +43,6 @@ PathLike = str | os.PathLike
 
 
 # --------------------------------------------------------------------------- labels
-def method_label(
-    grid: tuple[int, int] = (1, 1),
-    width: float = 1.0,
-    interval: int = 1,
-    delay: int = 0,
-    area: float = 1.0,
-    flip: bool = False,
-    cells: str = "all",
-    policy: str | None = None,
-) -> str:
-    """The paper's name of a method, e.g. ``"SF interval=4, delay=3"``, ``"Patchwork M=4, N=2, depth=1.4, flip"``.
-
-    Beyond the paper's options: ``cells`` other than ``"all"`` (Tab. 2's ablation, ``cells=none``)
-    and a policy other than the learned one (``policy="scanning"``) are appended.
-    """
-    single = grid[0] == grid[1]
-    options = []
-    if interval > 1:
-        options.append(f"interval={interval}")
-    if delay:
-        options.append(f"delay={delay}")
-    if width != 1.0:
-        options.append(f"depth={width:g}")
-    if area != 1.0:
-        options.append(f"resolution={area:g}")
-    if flip:
-        options.append("flip")
-    if not single and cells != "all":
-        options.append(f"cells={cells}")
-    if not single and policy not in (None, "dqn", "DQN"):
-        options.append(str(policy).lower())
-    if single:
-        return "SF " + ", ".join(options) if options else "Single-frame (SF)"
-    return ", ".join([f"Patchwork M={grid[0]}, N={grid[1]}", *options])
-
-
 def metric_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     """``("mAP",)`` for detection rows, ``("J", "F")`` for segmentation rows."""
     tasks = {row["task"] for row in rows}
@@ -159,7 +123,7 @@ def policy_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 1: attent
     metrics = metric_columns(rows)
     table = []
     for row in rows:
-        single = row["grid"] == "single-frame"
+        single = row.get("family") == "SF"
         cells = {
             "M": "-" if single else int(row["M"]),
             "N": "-" if single else int(row["N"]),
@@ -228,7 +192,9 @@ def read_table(path: PathLike) -> Table:
 
 # --------------------------------------------------------------------------- figures
 #: Figs. 6 and 8: single-frame variants in blue, Patchwork variants in red.
-SERIES_COLORS = {"single-frame": "tab:blue", "patchwork": "tab:red"}
+#: One colour per method family (the ``family`` of a row); the paper's figures: SF blue, Patchwork red.
+SERIES_COLORS = {"SF": "tab:blue", "Patchwork": "tab:red", "LFS": "tab:green", "BlockCopy": "tab:purple"}
+SERIES_LABELS = {"SF": "single-frame variants"}
 X_LABELS = {
     "mflops_max": "theoretical max latency (MFLOPs per frame)",
     "ms_p95": "empirical max latency (ms per frame, p95, 1 CPU thread)",
@@ -242,12 +208,12 @@ def plot_latency_accuracy(
 ) -> Path:
     """Accuracy against max latency, one series per family, each point labelled (Figs. 5-8).
 
-    Single-frame variants (``grid == "single-frame"``) in blue, Patchwork variants in red
-    (Figs. 6, 8); each family's line joins its Pareto front (best accuracy so far as the
-    latency grows).
+    One series per ``family`` (single-frame variants in blue, Patchwork variants in red as in
+    Figs. 6, 8; other families in their own colours); each family's line joins its Pareto
+    front (best accuracy so far as the latency grows).
 
     Args:
-        rows: evaluation rows (``grid``, ``method`` and the ``x`` and ``metric`` keys).
+        rows: evaluation rows (``family``, ``method`` and the ``x`` and ``metric`` keys).
         path: the PNG to write.
         x: ``"mflops_max"`` (Figs. 5, 7), ``"ms_p95"`` (Figs. 6, 8) or ``"gpu_ms_p95"``.
         metric: the y column (default ``mAP`` for detection, ``J`` for segmentation).
@@ -255,15 +221,15 @@ def plot_latency_accuracy(
         ``path``.
     """
     metric = metric or metric_columns(rows)[0]
-    figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    for family, color in SERIES_COLORS.items():
-        members = sorted(
-            (row for row in rows if (row["grid"] == "single-frame") == (family == "single-frame")), key=lambda r: r[x]
-        )
-        if not members:
-            continue
+    with plt.style.context("seaborn-v0_8-whitegrid"):
+        figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    families = list(dict.fromkeys(row.get("family", "SF") for row in rows))
+    palette = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][4:])
+    for family in families:
+        color = SERIES_COLORS.get(family) or next(palette)
+        members = sorted((row for row in rows if row.get("family", "SF") == family), key=lambda r: r[x])
         xs, ys = [row[x] for row in members], [row[metric] for row in members]
-        label = "single-frame variants" if family == "single-frame" else "Patchwork variants"
+        label = SERIES_LABELS.get(family, f"{family} variants")
         axes.scatter(xs, ys, color=color, label=label, zorder=3)
         # The line joins the family's best accuracy at each latency (its Pareto front), so
         # ablations below the front stay points rather than bending the curve.
@@ -279,7 +245,6 @@ def plot_latency_accuracy(
     axes.set_xlabel(X_LABELS.get(x, x))
     axes.set_ylabel(f"{metric} (%)")
     axes.set_title(title or f"{metric} vs {X_LABELS.get(x, x).split(' (')[0]}")
-    axes.grid(True, alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
     path = Path(path)

@@ -33,7 +33,8 @@ class AttentionQNetwork(nn.Module):
         )
         self.head = nn.Linear(hidden * slices * slices + num_actions, num_actions)
 
-    def forward(self, memory: Tensor, history: Tensor) -> Tensor:
-        """Q-values ``(B, A)`` from memory ``(B, C, H, W)`` and action history ``(B, A)``."""
-        pooled = self.features(memory).flatten(1)
-        return self.head(torch.cat((pooled, history.to(pooled.dtype)), dim=1))
+    def forward(self, observation: dict[str, Tensor]) -> Tensor:
+        """Q-values ``(B, A)`` from the observation ``S_t``: ``"memory"`` ``(B, C, H, W)``, the restored
+        memory, and ``"history"`` ``(B, A)``, the action history."""
+        pooled = self.features(observation["memory"]).flatten(1)
+        return self.head(torch.cat((pooled, observation["history"].to(pooled.dtype)), dim=1))

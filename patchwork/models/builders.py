@@ -104,7 +104,8 @@ def patchwork_detector(
     if grid.num_windows > 1:
         attention = AttentionQNetwork(backbone.out_channels, grid.num_windows, grid.slices, attention_hidden)
     return PatchworkDetector(
-        backbone, num_classes, attention=attention, history_alpha=history_alpha, **detector_options
+        backbone, num_classes, attention=attention, history_alpha=history_alpha, width_mult=width_mult,
+        **detector_options,
     )
 
 
@@ -128,4 +129,4 @@ def patchwork_segmenter(
     if grid.num_windows > 1:
         attention = AttentionQNetwork(backbone.out_channels, grid.num_windows, grid.slices, attention_hidden)
     head = DeepLabLightHead(backbone.out_channels, head_channels)
-    return PatchworkSegmenter(backbone, head, attention=attention, history_alpha=history_alpha)
+    return PatchworkSegmenter(backbone, head, attention=attention, history_alpha=history_alpha, width_mult=width_mult)

@@ -35,9 +35,9 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from patchwork.models.stateful import StatefulPass, cell_memories, insert_cells, run_stateful
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
-from patchwork.models.streaming import Stages, StepOutput, StreamingModel
+from patchwork.models.patchwork_model import PatchworkModel
+from patchwork.models.streaming import Stages, StepOutput
 from patchwork.nn import FrameMemory, StreamState
-from patchwork.rl.rewards import SCORE_THRESHOLD as REWARD_SCORE_THRESHOLD
 
 #: SSDLite attaches its first head to the expansion layer of the first stride-32 block,
 #: which still sees stride 16 (Sandler et al. 2018, Sec. 6.2).
@@ -85,7 +85,7 @@ def _flatten_level(x: Tensor, columns: int) -> Tensor:
     return x.view(batch, -1, columns, height, width).permute(0, 3, 4, 1, 2).reshape(batch, -1, columns)
 
 
-class PatchworkDetector(StreamingModel):
+class PatchworkDetector(PatchworkModel):
     """Streaming SSDLite detector on the stateful MobileNetV2 (Fig. 10).
 
     Args:
@@ -94,6 +94,7 @@ class PatchworkDetector(StreamingModel):
         attention: the attention Q-network on the restored stride-32 memory, or ``None``.
         pyramid_channels: output channels of the four pyramid layers.
         history_alpha: the action history's decay (Eq. 1).
+        width_mult: the backbone's width multiplier (the tables' ``depth``), for labels.
         score_thresh, nms_thresh, detections_per_img, topk_candidates: post-processing,
             as torchvision's SSD.
         iou_thresh: default-box matching threshold; ``neg_to_pos_ratio``: hard negatives
@@ -112,6 +113,7 @@ class PatchworkDetector(StreamingModel):
         attention: nn.Module | None = None,
         pyramid_channels: Sequence[int] = (256, 256, 256, 128),
         history_alpha: float = 0.5,
+        width_mult: float = 1.0,
         score_thresh: float = 0.01,
         nms_thresh: float = 0.55,
         detections_per_img: int = 100,
@@ -119,7 +121,7 @@ class PatchworkDetector(StreamingModel):
         iou_thresh: float = 0.5,
         neg_to_pos_ratio: int = 3,
     ) -> None:
-        super().__init__(backbone.grid, attention, history_alpha)
+        super().__init__(backbone, attention, history_alpha, width_mult)
         self.backbone = backbone
         self.num_classes = num_classes
         self.pyramid = FeaturePyramid(backbone.out_channels, pyramid_channels)
@@ -196,7 +198,7 @@ class PatchworkDetector(StreamingModel):
         return self._anchor_cache[key]
 
     # ------------------------------------------------------------------ step
-    def step_stages(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> Stages[StepOutput]:
+    def window_stages(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> Stages[StepOutput]:
         """Window pass (``actions=None``: full frame), high-res heads into prediction memories,
         pyramid and low-res heads on the restored frame."""
         image_size = (frames.shape[-2], frames.shape[-1])
@@ -240,18 +242,11 @@ class PatchworkDetector(StreamingModel):
     def _flat_memory(self, state: StreamState, kind: str, level: int, columns: int) -> Tensor:
         return _flatten_level(state[f"predictions.{kind}{level}"], columns)
 
-    def attention_input(self, out: StepOutput) -> Tensor:
-        """The backbone's restored full-frame stride-32 map (Fig. 10)."""
-        return self.backbone.memory(out.state, OUTPUT_MEMORY)
-
     # ---------------------------------------------------- predictions, loss
-    def predict(self, out: StepOutput) -> list[dict[str, Tensor]]:
-        """Per-stream ``{"boxes" (N, 4) xyxy pixels, "scores" (N,), "labels" (N,) in 0..num_classes-1}``."""
-        return self._postprocess(out.raw, self.score_thresh)
-
-    def reward_predictions(self, out: StepOutput) -> list[dict[str, Tensor]]:
-        """Only the boxes the reward's ``f`` looks at (score > 0.5, Sec. 3.3): far fewer to decode."""
-        return self._postprocess(out.raw, max(self.score_thresh, REWARD_SCORE_THRESHOLD))
+    def predict(self, out: StepOutput, min_score: float | None = None) -> list[dict[str, Tensor]]:
+        """Per-stream ``{"boxes" (N, 4) xyxy pixels, "scores" (N,), "labels" (N,) in 0..num_classes-1}``,
+        scores above ``score_thresh`` (and ``min_score`` when given: fewer boxes to decode)."""
+        return self._postprocess(out.raw, max(self.score_thresh, min_score or 0.0))
 
     def _postprocess(self, raw: dict[str, Any], score_thresh: float) -> list[dict[str, Tensor]]:
         image_size = raw["image_size"]

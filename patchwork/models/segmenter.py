@@ -27,7 +27,8 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
-from patchwork.models.streaming import Stages, StepOutput, StreamingModel, run_stages
+from patchwork.models.patchwork_model import PatchworkModel
+from patchwork.models.streaming import Stages, StepOutput, run_stages
 from patchwork.nn import FrameMemory, StreamState
 
 #: State key of the full-frame mask-logit memory.
@@ -137,7 +138,7 @@ class DeepLabLightHead(nn.Module):
 
 
 # -------------------------------------------------------------------------- segmenter
-class PatchworkSegmenter(StreamingModel):
+class PatchworkSegmenter(PatchworkModel):
     """MobileNetV2 + DeepLabv3 light head seeing one window per frame, predicting the full frame.
 
     Args:
@@ -149,6 +150,7 @@ class PatchworkSegmenter(StreamingModel):
         attention: the attention Q-network reading the restored ``"output"`` memory
             (``in_channels = backbone.out_channels``), or ``None``.
         history_alpha: the action history's decay (Eq. 1).
+        width_mult: the backbone's width multiplier (the tables' ``depth``), for labels.
 
     I/O contract (``B`` streams, image ``H x W`` divisible by ``M * 32``, frames in ``[0, 1]``)::
 
@@ -175,8 +177,9 @@ class PatchworkSegmenter(StreamingModel):
         head: DeepLabLightHead,
         attention: AttentionQNetwork | None = None,
         history_alpha: float = 0.5,
+        width_mult: float = 1.0,
     ) -> None:
-        super().__init__(backbone.grid, attention, history_alpha)
+        super().__init__(backbone, attention, history_alpha, width_mult)
         if head.in_channels != backbone.out_channels:
             raise ValueError(f"head expects {head.in_channels} channels, the backbone gives {backbone.out_channels}")
         if head.num_classes != 1:
@@ -196,7 +199,7 @@ class PatchworkSegmenter(StreamingModel):
         state[MASK_LOGITS] = self.mask_memory.init(batch_size, image_size, device, state[OUTPUT_MEMORY].dtype)
         return state
 
-    def step_stages(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> Stages[StepOutput]:
+    def window_stages(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> Stages[StepOutput]:
         """One step on normalised frames ``(B, 3, H, W)``; yields after every backbone block and head layer.
 
         ``actions=None`` is a full-frame pass (a keyframe): the stateless network on whole
@@ -234,11 +237,7 @@ class PatchworkSegmenter(StreamingModel):
             "scores": torch.zeros(image_size, device=device),
         }
 
-    def attention_input(self, out: StepOutput) -> Tensor:
-        """The backbone's restored ``"output"`` memory ``(B, C, H / 16, W / 16)`` (320 channels at width 1.0)."""
-        return self.backbone.memory(out.state, OUTPUT_MEMORY)
-
-    def predict(self, out: StepOutput) -> list[dict[str, Tensor]]:
+    def predict(self, out: StepOutput, min_score: float | None = None) -> list[dict[str, Tensor]]:
         """Per stream ``{"mask": BoolTensor (H, W) (probability > 0.5), "scores": FloatTensor (H, W)}``."""
         probabilities = torch.sigmoid(out.raw["logits"][:, 0])
         return [{"mask": p > 0.5, "scores": p} for p in probabilities]

@@ -1,21 +1,23 @@
-"""The one streaming interface every model implements (Patchwork, baselines, peer methods).
+"""The one streaming interface every model implements: Patchwork, baselines, and the peer methods.
 
-A streaming model processes ``B`` independent video streams one frame at a time::
+A streaming model processes ``B`` independent video streams one frame at a time, in the roles
+that the three methods share (a model, its action space, its observation, a policy network)::
 
     state = model.init_state(B, (H, W))
-    out = model(frames, actions, state)   # frames (B, 3, H, W) float, actions (B,) LongTensor
-    out.predictions   # eval mode: one prediction per stream, for the full frame
-    out.q_values      # (B, A): the attention network's values for the next action, or None
-    out.state         # the new state; the old one is consumed
-    losses = model.loss(out, targets)     # training: dict of scalar task losses
+    out = model(frames, actions, state)     # frames (B, 3, H, W) in [0, 1]; actions of model.action_space
+    out.predictions                         # eval mode: one full-frame prediction per stream
+    out.state                               # the new state; the old one is consumed
+    observation = model.observe(out)        # what a policy reads for the next action, or None
+    scores = model.policy_network(observation)   # e.g. Q-values (B, A) or block logits (B, h, w)
+    losses = model.loss(out, targets)       # training: dict of scalar task losses
 
-``actions[b]`` is the window stream ``b`` looks at in this frame (chosen from the previous
-step's ``q_values`` by a policy); a single-frame model has one action, 0. Policies,
-training and evaluation only ever see this interface, so they never care which model
-runs. Looking Fast and Slow would read ``actions`` as "which extractor" and keep its LSTM
-state in ``state``; BlockCopy would take per-block actions ``(B, num_blocks)``.
+``actions`` follow ``model.action_space`` (:mod:`patchwork.nn.spaces`): Patchwork looks at
+window ``actions[b]``, Looking Fast and Slow runs extractor ``actions[b]``, BlockCopy executes
+the blocks where ``actions[b]`` is True. A model without an action space (a single-frame model)
+takes ``actions=None``. Policies, training, evaluation and the notebook API only ever see this
+interface (see :mod:`patchwork.engine.runner`), so they never care which method runs.
 
-Frames are float images in ``[0, 1]``; each model normalises them itself.
+Frames are float images in ``[0, 1]`` (or uint8); each model normalises them itself.
 """
 
 from __future__ import annotations
@@ -27,19 +29,20 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from patchwork.nn import ActionHistory, StreamState, WindowGrid
+from patchwork.nn import StreamState
+from patchwork.nn.spaces import ActionSpace
 
-#: ImageNet statistics, as torchvision's MobileNetV2 weights expect.
+#: ImageNet statistics, as torchvision's weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ACTION_HISTORY = "action_history"
-
 T = TypeVar("T")
 
-#: A computation that yields between its layers and returns its result: ``step_stages``
-#: lets the ``delay`` baseline spread one keyframe's computation over several frames.
+#: A computation that yields between its layers and returns its result: a model's
+#: ``step_stages`` lets the ``delay`` baseline spread one keyframe over several frames.
 Stages = Generator[None, None, T]
+
+Prediction = dict[str, Tensor]
 
 
 def run_stages(stages: Stages[T]) -> T:
@@ -51,6 +54,13 @@ def run_stages(stages: Stages[T]) -> T:
             return finished.value
 
 
+def normalize_frames(frames: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8) to normalised floats ``(frames - mean) / std``."""
+    if frames.dtype == torch.uint8:
+        frames = frames.float() / 255.0
+    return (frames - mean) / std
+
+
 @dataclass
 class StepOutput:
     """What one step of a streaming model returns.
@@ -59,69 +69,68 @@ class StepOutput:
         raw: model-specific head outputs of this step (what :meth:`StreamingModel.loss`
             and :meth:`StreamingModel.predict` read).
         state: the new state of the ``B`` streams.
-        q_values: ``(B, A)`` attention Q-values for the next action, or ``None`` for a
-            model without an attention network.
         predictions: the full-frame predictions per stream (filled in eval mode).
     """
 
     raw: dict[str, Any]
     state: StreamState
-    q_values: Tensor | None = None
-    predictions: list[dict[str, Tensor]] | None = field(default=None)
+    predictions: list[Prediction] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class Description:
+    """How a model names itself in tables and plots.
+
+    Attributes:
+        family: the method, e.g. ``"SF"``, ``"Patchwork"``, ``"LFS"``, ``"BlockCopy"``.
+        options: the label's parts after the family, in order, e.g. ``("M=4, N=2", "depth=0.5")``.
+        fields: table columns the model contributes (e.g. ``{"M": 4, "N": 2, "cells": "all"}``).
+    """
+
+    family: str
+    options: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``family`` and ``options``, e.g. ``"Patchwork M=4, N=2, depth=0.5"``; ``"Single-frame (SF)"`` bare."""
+        if self.family == "SF" and not self.options:
+            return "Single-frame (SF)"
+        return " ".join([self.family, ", ".join(self.options)]).strip()
+
+    def with_options(self, before: tuple[str, ...] = (), after: tuple[str, ...] = (), **fields: Any) -> "Description":
+        """A copy with options added in front of and behind the existing ones, and more fields."""
+        return Description(self.family, (*before, *self.options, *after), {**self.fields, **fields})
 
 
 class StreamingModel(nn.Module):
-    """Base class: normalisation, the action history and the step contract.
+    """Base class of every streaming model and baseline wrapper.
 
-    Subclasses implement :meth:`init_model_state`, :meth:`step_stages`,
-    :meth:`attention_input`, :meth:`predict`, :meth:`loss` and :meth:`mirror_raw`. ``attention`` (optional) maps
-    ``(restored memory, action history)`` to Q-values.
+    Subclasses implement :meth:`init_state`, :meth:`forward_raw` (or :meth:`step_stages`),
+    :meth:`predict`, :meth:`loss`, :meth:`empty_prediction` and :meth:`describe`; a model
+    with a policy also sets :attr:`action_space` and implements :meth:`observe` and
+    :attr:`policy_network`. Optional capabilities that only some baselines need:
+    :meth:`step_stages` (``delay``), ``mirror_raw`` / ``mirror_actions`` (``flip``).
 
-    Args:
-        grid: the window grid (``WindowGrid(1, 1)`` for a single-frame model).
-        attention: the attention Q-network, or ``None``.
-        history_alpha: the action history's decay ``alpha`` (Eq. 1).
+    Attributes:
+        task: ``"detection"`` or ``"segmentation"``.
+        action_space: the actions :meth:`forward` takes, or ``None`` (no choice to make).
     """
 
-    def __init__(self, grid: WindowGrid, attention: nn.Module | None = None, history_alpha: float = 0.5) -> None:
-        super().__init__()
-        self.grid = grid
-        self.attention = attention
-        self.history = ActionHistory(grid.num_windows, history_alpha)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def num_actions(self) -> int:
-        """Size of the action space."""
-        return self.grid.num_windows
-
-    def normalize(self, frames: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8) to ImageNet-normalised floats."""
-        if frames.dtype == torch.uint8:
-            frames = frames.float() / 255.0
-        return (frames - self.pixel_mean) / self.pixel_std
+    task: str = ""
+    action_space: ActionSpace | None = None
 
     def init_state(
         self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
     ) -> StreamState:
         """Empty state for ``batch_size`` streams of ``image_size = (H, W)`` pixels."""
-        self.grid.check_image_size(image_size)
-        device = self.pixel_mean.device if device is None else device
-        state = self.init_model_state(batch_size, image_size, device)
-        state[ACTION_HISTORY] = self.history.init(batch_size, device)
-        return state
-
-    def init_model_state(self, batch_size: int, image_size: tuple[int, int], device: torch.device | str) -> StreamState:
         raise NotImplementedError
 
-    def forward(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
-        """One step on full frames ``(B, 3, H, W)``: the model looks at window ``actions`` of each.
+    def check_image_size(self, image_size: tuple[int, int]) -> None:
+        """Raise ``ValueError`` when the model cannot run on frames of ``image_size``."""
 
-        ``actions=None`` is a full-frame pass (a keyframe): the whole frame is processed
-        and every memory rewritten, at single-frame cost; the action history is kept.
-        In eval mode the output carries the decoded ``predictions``.
-        """
+    def forward(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
+        """One step on frames ``(B, 3, H, W)``; in eval mode the output carries decoded ``predictions``."""
         out = self.forward_raw(frames, actions, state)
         if not self.training:
             out.predictions = self.predict(out)
@@ -129,47 +138,67 @@ class StreamingModel(nn.Module):
 
     def forward_raw(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
         """:meth:`forward` without decoding predictions (wrappers decode once, from combined outputs)."""
-        if actions is not None:
-            actions = actions.to(device=frames.device, dtype=torch.long)
-        return self.finish_step(self.step(self.normalize(frames), actions, state), actions)
-
-    def finish_step(self, out: StepOutput, actions: Tensor | None) -> StepOutput:
-        """After :meth:`step`: the action history (Eq. 1) and the Q-values for the next action."""
-        if actions is not None:
-            out.state[ACTION_HISTORY] = self.history.update(out.state[ACTION_HISTORY], actions)
-        if self.attention is not None and self.grid.num_windows > 1:
-            out.q_values = self.attention(self.attention_input(out), out.state[ACTION_HISTORY])
-        return out
-
-    def step(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
-        """Model-specific step on normalised frames (``actions=None``: full frame); returns ``raw`` and the new state."""
         return run_stages(self.step_stages(frames, actions, state))
 
     def step_stages(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> Stages[StepOutput]:
-        """:meth:`step` as a generator that yields between layers (at least between backbone blocks)."""
-        raise NotImplementedError
+        """:meth:`forward_raw` as a generator that yields between layers (optional; the delay baseline needs it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no staged step (needed by the delay baseline)")
 
-    def attention_input(self, out: StepOutput) -> Tensor:
-        """The restored full-frame map the attention network reads (Fig. 3)."""
-        raise NotImplementedError
+    def observe(self, out: StepOutput) -> dict[str, Tensor] | None:
+        """What the policy reads after this step, batch-first (``None``: the model has no policy input).
 
-    def predict(self, out: StepOutput) -> list[dict[str, Tensor]]:
-        """Full-frame predictions per stream from a step's ``raw`` outputs."""
-        raise NotImplementedError
+        The tensors may alias the state, which the next step updates in place under
+        ``torch.no_grad()``: a caller that keeps them (replay) copies them.
+        """
+        return None
 
-    def reward_predictions(self, out: StepOutput) -> list[dict[str, Tensor]]:
-        """The predictions the reward (Eq. 2) is computed from; a model may decode fewer than :meth:`predict`."""
-        return self.predict(out)
+    @property
+    def policy_network(self) -> nn.Module | None:
+        """Observation dict -> per-stream scores (Q-values, logits), or ``None``."""
+        return None
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the policy network (what a policy-learning stage trains)."""
+        network = self.policy_network
+        return [] if network is None else list(network.parameters())
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not the policy network's (what task training trains)."""
+        policy = {id(p) for p in self.policy_parameters()}
+        return [p for p in self.parameters() if id(p) not in policy]
+
+    def policy_parameter_names(self) -> set[str]:
+        """``named_parameters`` names of :meth:`policy_parameters` (e.g. to load task-only weights)."""
+        policy = {id(p) for p in self.policy_parameters()}
+        return {name for name, p in self.named_parameters() if id(p) in policy}
+
+    def predict(self, out: StepOutput, min_score: float | None = None) -> list[Prediction]:
+        """Full-frame predictions per stream from a step's ``raw`` outputs.
+
+        ``min_score`` (detection) decodes only predictions above it: a reward that looks at
+        confident boxes only (Chai 2019, Sec. 3.3: score > 0.5) need not decode the rest.
+        """
+        raise NotImplementedError
 
     def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Task losses of a step against per-stream full-frame targets."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has no training loss")
 
-    def mirror_raw(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Map ``raw`` outputs computed on horizontally mirrored frames back to the original
-        frames, so that the ``flip`` baseline can average them with the unmirrored ones."""
-        raise NotImplementedError
-
-    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
+    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> Prediction:
         """What a stream predicts before it has any output (e.g. while a delayed keyframe runs)."""
         raise NotImplementedError
+
+    def describe(self) -> Description:
+        """The model's name and table fields (labels come from here, never from its parts)."""
+        return Description(type(self).__name__)
+
+    def memory_image(self, state: StreamState) -> tuple[str, Tensor] | None:
+        """``(name, (B, C, h, w))``: a memory worth looking at during training (``None``: none)."""
+        return None
+
+    def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
+        """What one stream's action looks like on its frame, for drawing.
+
+        Returns any of ``{"box": (x1, y1, x2, y2) pixels, "blocks": BoolTensor (h, w), "text": str}``.
+        """
+        return {}

@@ -100,6 +100,21 @@ class WindowGrid:
         per_axis = self.positions_per_axis
         return windows // per_axis, windows % per_axis
 
+    def mirror(self, windows: Tensor) -> Tensor:
+        """Index of the horizontally mirrored window: ``(i, j) -> (i, P - 1 - j)``, ``P`` positions per axis.
+
+        A window spanning ``[j / M, (j + N) / M)`` mirrors to ``[(M - N - j) / M, ...)``, i.e.
+        grid column ``M - N - j = P - 1 - j``: the mirror of a window is itself a window.
+
+        Args:
+            windows: LongTensor of window indices, any shape.
+        Returns:
+            LongTensor of the same shape.
+        """
+        rows, cols = self.window_rows_cols(windows)
+        per_axis = self.positions_per_axis
+        return rows * per_axis + (per_axis - 1 - cols)
+
     def offsets(self, windows: Tensor, image_size: tuple[int, int], stride: int = 1) -> Tensor:
         """Top-left corner ``(top, left)`` of each window, in cells at ``stride``.
 

@@ -1,8 +1,8 @@
 """Hand-designed attention policies: the baselines of Table 1, and a fixed window.
 
-None of them reads Q-values (``needs_q_values = False``), so the attention network need
-not run. Every output is a LongTensor ``(B,)`` of window indices in the row-major order of
-:class:`~patchwork.nn.window_grid.WindowGrid`.
+None of them reads scores (``needs_scores = False``), so the policy network need not run.
+Every output is a LongTensor ``(B,)`` of discrete actions (Patchwork: window indices in the
+row-major order of :class:`~patchwork.nn.window_grid.WindowGrid`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ class RandomPolicy:
         num_windows: size of the action space (``WindowGrid.num_windows``).
     """
 
-    needs_q_values = False
+    needs_scores = False
+    label = "Random"
 
     def __init__(self, num_windows: int) -> None:
         if num_windows < 1:
@@ -39,7 +40,7 @@ class RandomPolicy:
         return f"RandomPolicy(num_windows={self.num_windows})"
 
 
-def scan_order(grid: WindowGrid, order: Literal["raster", "snake"] = "raster") -> Tensor:
+def scan_order(grid: WindowGrid | tuple[int, int], order: Literal["raster", "snake"] = "raster") -> Tensor:
     """The window indices of one scanning cycle, LongTensor ``(num_windows,)``.
 
     ``"raster"``: row by row, each row left to right (``0, 1, ..., n - 1``).
@@ -48,13 +49,21 @@ def scan_order(grid: WindowGrid, order: Literal["raster", "snake"] = "raster") -
     only the wrap from the last row back to the first jumps.
     E.g. 3x3 windows (M=4, N=2): raster ``0 1 2 3 4 5 6 7 8``, snake ``0 1 2 5 4 3 6 7 8``.
     """
-    per_axis = grid.positions_per_axis
-    indices = torch.arange(grid.num_windows).view(per_axis, per_axis)  # (rows, cols), row-major
+    rows, cols = _layout(grid)
+    indices = torch.arange(rows * cols).view(rows, cols)  # row-major
     if order == "snake":
         indices[1::2] = indices[1::2].flip(-1)
     elif order != "raster":
         raise ValueError(f"scan order must be 'raster' or 'snake', got {order!r}")
     return indices.flatten()
+
+
+def _layout(grid: WindowGrid | tuple[int, int]) -> tuple[int, int]:
+    """``(rows, cols)`` of the windows: a grid's positions per axis, or the layout itself."""
+    if isinstance(grid, WindowGrid):
+        return grid.positions_per_axis, grid.positions_per_axis
+    rows, cols = grid
+    return int(rows), int(cols)
 
 
 class ScanningPolicy:
@@ -65,11 +74,13 @@ class ScanningPolicy:
     consecutive frames of a stream, and each stream scans on its own clock.
 
     Args:
-        grid: the window grid.
+        grid: the window grid, or the ``(rows, cols)`` layout of the actions
+            (a ``Discrete`` space's ``layout``).
         order: ``"raster"`` or ``"snake"``, see :func:`scan_order`.
     """
 
-    needs_q_values = False
+    needs_scores = False
+    label = "Scanning"
 
     def __init__(self, grid: WindowGrid, order: Literal["raster", "snake"] = "raster") -> None:
         self.grid = grid
@@ -92,7 +103,8 @@ class FixedPolicy:
         window: the window index.
     """
 
-    needs_q_values = False
+    needs_scores = False
+    label = "Fixed"
 
     def __init__(self, window: int) -> None:
         if window < 0:

@@ -1,30 +1,21 @@
-"""The attention policy interface: which window each stream looks at next (Sec. 3.1).
+"""The policy interface: the next action of every stream, from the policy network's scores.
 
-A policy maps per-stream scores to one discrete action per stream, in one batched call::
+A policy maps per-stream scores (Q-values, logits) to actions of the model's action space,
+in one batched call::
 
-    actions = policy.select(q_values, steps, generator)   # (B, A) or None, (B,) -> (B,)
+    actions = policy.select(scores, steps, generator)   # scores (B, ...) or None, steps (B,)
 
-``steps[b]`` is stream ``b``'s frame index (streams start and end independently, so each
-has its own clock); ``generator`` makes any randomness reproducible. A policy that does not
-look at Q-values (``needs_q_values = False``) is called with ``q_values=None``, so the
-caller can skip the attention network altogether.
+``steps[b]`` is stream ``b``'s frame index (each stream has its own clock); ``generator``
+makes any randomness reproducible. A policy that does not read scores
+(``needs_scores = False``: random, scanning, fixed, fixed interleaving) is called with
+``scores=None``, so the caller can skip the policy network altogether. ``label`` is the
+policy's name in tables (Chai 2019, Tab. 1: "DQN", "Random", "Scanning").
 
-Beyond Patchwork. The interface only assumes "scores in, discrete choices out", with the
-choices over the last dimension of the scores, so the peer methods fit without changes to
-it:
-
-- Looking Fast and Slow (adaptive interleaving policy): the action is which feature
-  extractor runs on the next frame, ``A = 2``; its Q-network reads the LSTM state and
-  returns ``(B, 2)``, and :class:`~patchwork.policies.q_learned.GreedyPolicy` /
-  :class:`~patchwork.policies.q_learned.EpsilonGreedyPolicy` apply as they are (it is
-  trained with DDQN too). Its fixed interleaving (the large extractor once every ``tau + 1``
-  frames) is a periodic function of ``steps``, like
-  :class:`~patchwork.policies.hand_designed.ScanningPolicy`.
-- BlockCopy: one execute/transfer decision per block. Scores shaped ``(B, num_blocks, 2)``
-  give actions ``(B, num_blocks)``: the Q-value policies here already reduce over the last
-  dimension and explore per decision. BlockCopy's own policy samples Bernoulli execution
-  probabilities ``(B, num_blocks)``; that is a further class with the same ``select``
-  signature, its ``generator`` driving the sampling.
+The three methods' policies all fit: Patchwork's greedy / epsilon-greedy on Q-values
+``(B, A)`` and the hand-designed baselines; Looking Fast and Slow's fixed interleaving (a
+periodic function of ``steps``) and greedy on its ``(B, 2)`` Q-values; BlockCopy's
+Bernoulli sampling of per-block logits ``(B, h, w)``
+(:class:`~patchwork.policies.stochastic.BernoulliPolicy`).
 """
 
 from __future__ import annotations
@@ -40,22 +31,23 @@ class Policy(Protocol):
     """Chooses the next action of ``B`` streams at once.
 
     Attributes:
-        needs_q_values: whether :meth:`select` reads ``q_values``; when False the caller
-            may pass ``None`` and skip computing them.
+        needs_scores: whether :meth:`select` reads ``scores``; when False the caller may
+            pass ``None`` and skip computing them.
+        label: the policy's name in tables.
     """
 
-    needs_q_values: bool
+    needs_scores: bool
+    label: str
 
-    def select(self, q_values: Tensor | None, steps: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def select(self, scores: Tensor | None, steps: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Pick one action per stream.
 
         Args:
-            q_values: ``(B, A)`` scores per action (``None`` if ``needs_q_values`` is False).
+            scores: the policy network's output, ``(B, ...)`` (``None`` if ``needs_scores`` is False).
             steps: LongTensor ``(B,)``, each stream's frame index.
             generator: RNG for stochastic policies (``None``: torch's global CPU RNG).
         Returns:
-            LongTensor ``(B,)`` of actions (window indices for Patchwork), on the device
-            of ``q_values`` (or of ``steps`` when ``q_values`` is not used).
+            Actions ``(B, *action_shape)`` on the device of ``scores`` (or of ``steps``).
         """
         ...
 

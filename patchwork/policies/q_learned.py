@@ -17,7 +17,8 @@ class GreedyPolicy:
     ``(B, K, A)`` give ``(B, K)``, e.g. per-block decisions). Ties go to the lowest index.
     """
 
-    needs_q_values = True
+    needs_scores = True
+    label = "DQN"
 
     def select(self, q_values: Tensor | None, steps: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``q_values (B, A)`` -> LongTensor ``(B,)``; ``steps`` and ``generator`` are unused."""
@@ -44,7 +45,8 @@ class EpsilonGreedyPolicy:
             :meth:`select` are per-stream frame indices, not training steps.
     """
 
-    needs_q_values = True
+    needs_scores = True
+    label = "epsilon-greedy"
 
     def __init__(self, epsilon: float | Callable[[int], float]) -> None:
         self.epsilon = epsilon

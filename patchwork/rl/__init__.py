@@ -1,4 +1,4 @@
-"""Reinforcement learning for the attention network: rewards (Sec. 3.3), replay buffer, Double DQN."""
+"""Reinforcement learning: the learner and reward roles, Double DQN with replay, REINFORCE, rewards."""
 
 from patchwork.rl.ddqn import (
     LinearEpsilon,
@@ -9,10 +9,15 @@ from patchwork.rl.ddqn import (
     polyak_update,
     td_loss,
 )
+from patchwork.rl.dqn_learner import DoubleDQN
+from patchwork.rl.reinforce import Reinforce, reinforce_loss
 from patchwork.rl.replay_buffer import DEFAULT_CAPACITY, ReplayBuffer
+from patchwork.rl.roles import Learner, Reward, RewardContext, RewardResult, Transition
 from patchwork.rl.rewards import (
     EMPTY_GT_QUALITY,
     SCORE_THRESHOLD,
+    DetectionQualityGain,
+    SegmentationQualityGain,
     detection_quality,
     detection_quality_batch,
     detection_rewards,
@@ -26,8 +31,17 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "EMPTY_GT_QUALITY",
     "SCORE_THRESHOLD",
+    "DetectionQualityGain",
+    "DoubleDQN",
+    "Learner",
     "LinearEpsilon",
+    "Reinforce",
     "ReplayBuffer",
+    "Reward",
+    "RewardContext",
+    "RewardResult",
+    "SegmentationQualityGain",
+    "Transition",
     "ddqn_loss",
     "ddqn_update",
     "detection_quality",
@@ -38,6 +52,7 @@ __all__ = [
     "hard_update",
     "patchwork_reward",
     "polyak_update",
+    "reinforce_loss",
     "segmentation_quality",
     "segmentation_rewards",
     "td_loss",

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from patchwork.rl.roles import RewardContext, RewardResult
+
 #: Sec. 3.3: only predictions "with a score larger than 0.5" take part in the matching.
 SCORE_THRESHOLD = 0.5
 
@@ -158,7 +160,7 @@ def segmentation_quality(pred_mask: Tensor, gt_mask: Tensor) -> Tensor:
     pred, gt = pred_mask.bool(), gt_mask.bool()
     intersection = (pred & gt).sum(dim=(-2, -1)).float()
     union = (pred | gt).sum(dim=(-2, -1)).float()
-    # Both empty: the prediction is exactly right (the DAVIS convention, DESIGN.md Sec. 6).
+    # Both empty: the prediction is exactly right (the DAVIS convention, Perazzi et al. 2016).
     return torch.where(union > 0, intersection / union.clamp(min=1), 1.0)
 
 
@@ -215,3 +217,47 @@ def segmentation_rewards(masks_t: Tensor, masks_prev: Tensor, gt_masks: Tensor) 
         ``(B,)`` float32 rewards in ``[0, 1]``.
     """
     return patchwork_reward(segmentation_quality(masks_t, gt_masks), segmentation_quality(masks_prev, gt_masks))
+
+
+# --------------------------------------------------------------------------- reward objects
+def _masks(predictions: Sequence[dict[str, Tensor]]) -> Tensor:
+    return torch.stack([p["mask"] for p in predictions])
+
+
+class DetectionQualityGain:
+    """Eq. 2 with the detection ``f`` (Eq. 3): the reward a Patchwork detector's window earns.
+
+    Only predictions above ``min_score`` (0.5, Sec. 3.3) are looked at, so the stage decodes
+    only those.
+    """
+
+    min_score: float | None = SCORE_THRESHOLD
+    task = "detection"
+
+    def __call__(self, context: RewardContext) -> RewardResult:
+        rewards = detection_rewards(context.predictions, context.previous, context.targets)
+        quality = detection_quality_batch(
+            [p["boxes"] for p in context.predictions],
+            [p["scores"] for p in context.predictions],
+            [t["boxes"] for t in context.targets],
+        )
+        return RewardResult(rewards, quality)
+
+    def __repr__(self) -> str:
+        return "DetectionQualityGain()"
+
+
+class SegmentationQualityGain:
+    """Eq. 2 with the segmentation ``f``, the frame IoU (J)."""
+
+    min_score: float | None = None
+    task = "segmentation"
+
+    def __call__(self, context: RewardContext) -> RewardResult:
+        masks = _masks(context.predictions)
+        gt = torch.stack([t["mask"] for t in context.targets]).to(masks.device)
+        rewards = segmentation_rewards(masks, _masks(context.previous), gt)
+        return RewardResult(rewards, segmentation_quality(masks, gt))
+
+    def __repr__(self) -> str:
+        return "SegmentationQualityGain()"

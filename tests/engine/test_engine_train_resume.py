@@ -27,7 +27,7 @@ TIMEOUT_S = 120
 # The segmenter's head has dropout (the detector has none): its masks come from the global torch
 # RNG, so the segmentation run also checks that nothing draws from that RNG differently after a
 # resume (e.g. a DataLoader's base seed when the batch stream is recreated mid-epoch).
-TASKS = {"detection": (), "segmentation": ("model=segmenter", "data=synthetic_davis")}
+TASKS = {"detection": (), "segmentation": ("model=segmenter", "data=synthetic_davis", "reward=segmentation_quality_gain")}
 
 
 def run_environment(data_cache: Path) -> dict[str, str]:

@@ -6,10 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from patchwork.evaluation.paper_tables import TABLE4, TABLE5
 from patchwork.evaluation.report import (
     cells_table,
-    method_label,
     paper_table,
     plot_latency_accuracy,
     policy_table,
@@ -25,7 +23,7 @@ def row(method, grid, mflops, ms, metric, policy="DQN", cells="all", task="detec
     """A raw evaluation row as evaluate_method returns it (numbers only)."""
     m, n = grid
     metrics = {"mAP": metric, "AP50_coco_extra": metric + 1} if task == "detection" else {"J": metric, "F": metric - 2}
-    return {"method": method, "task": task, "policy": policy, "grid": "single-frame" if m == n else f"M={m}, N={n}",
+    return {"method": method, "family": "SF" if m == n else "Patchwork", "task": task, "policy": policy,
             "M": m, "N": n, "cells": cells, "mflops_max": mflops[0], "mflops_avg": mflops[1],
             "ms_p95": ms[0], "ms_p99": ms[1], "ms_mean": ms[2], "ms_std": ms[3], "ms_count": 64, **metrics, **extra}
 
@@ -37,19 +35,6 @@ ROWS = [
     row("Patchwork M=4, N=2, scanning", (4, 2), (541.0, 541.0), (55.0, 58.0, 47.0, 3.0), 51.7, policy="Scanning"),
     row("Patchwork M=4, N=2, cells=none", (4, 2), (530.0, 530.0), (50.0, 52.0, 45.0, 3.0), 43.2, cells="none"),
 ]
-
-
-@pytest.mark.parametrize("paper_row", TABLE4 + TABLE5, ids=lambda r: f"{r.task}:{r.method}")
-def test_method_labels_match_the_papers(paper_row):
-    label = method_label(paper_row.grid, paper_row.width, paper_row.interval, paper_row.delay, paper_row.area,
-                         paper_row.flip)
-    assert label == paper_row.method
-
-
-def test_method_label_names_ablations():
-    assert method_label((4, 2), cells="none") == "Patchwork M=4, N=2, cells=none"
-    assert method_label((4, 1), policy="scanning") == "Patchwork M=4, N=1, scanning"
-    assert method_label((1, 1), policy="random") == "Single-frame (SF)"
 
 
 def test_paper_table_columns_and_cells():

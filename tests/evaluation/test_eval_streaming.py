@@ -11,18 +11,15 @@ from torch import nn
 from torchvision.io import write_png
 
 from patchwork.data import BinaryPngMask, VideoRecord, VideoTaskData
-from patchwork.evaluation.streaming import (
-    WindowChooser,
-    evaluate_method,
-    evaluate_streams,
-    inclusive_boxes,
-    measure_latency,
-    theoretical_cost,
-    wrap_baselines,
-)
-from patchwork.models import KeyframeDelay, KeyframeInterval, StepOutput, StreamingModel
+from patchwork.evaluation.cost import theoretical_cost
+from patchwork.evaluation.latency import measure_latency
+from patchwork.evaluation.results import inclusive_boxes
+from patchwork.evaluation.rows import evaluate_method
+from patchwork.evaluation.streaming import evaluate_streams
+from patchwork.models import KeyframeDelay, KeyframeInterval, StepOutput, StreamingModel, wrap_baselines
 from patchwork.models.builders import patchwork_detector
 from patchwork.nn import StreamState, WindowGrid
+from patchwork.nn.spaces import first_actions
 from patchwork.policies import GreedyPolicy, RandomPolicy, ScanningPolicy
 
 
@@ -68,21 +65,22 @@ def write_videos(root: Path, lengths: list[int], size: tuple[int, int], image_si
 class Oracle(StreamingModel):
     """Predicts, for each frame, the (resized) ground truth of the frame it recognises by its grey level."""
 
-    def __init__(self, truth: dict[int, dict[str, torch.Tensor]], task: str, grid: WindowGrid = WindowGrid(1, 1)):
-        super().__init__(grid)
+    def __init__(self, truth: dict[int, dict[str, torch.Tensor]], task: str):
+        super().__init__()
         self.truth, self.task, self.num_classes = truth, task, 3
 
-    def init_model_state(self, batch_size, image_size, device):
+    def init_state(self, batch_size, image_size, device=None):
         return StreamState({"frames_seen": torch.zeros(batch_size, dtype=torch.long, device=device)})
 
     def step_stages(self, frames, actions, state):
-        pixels = frames[:, 0, 0, 0] * self.pixel_std[0, 0, 0, 0] + self.pixel_mean[0, 0, 0, 0]
+        pixels = frames[:, 0, 0, 0]
+        values = pixels.long() if frames.dtype == torch.uint8 else (pixels * 255).round().long()
         yield
         new = StreamState(state)
         new["frames_seen"] = state["frames_seen"] + 1
-        return StepOutput({"values": (pixels * 255).round().long(), "image_size": tuple(frames.shape[-2:])}, new)
+        return StepOutput({"values": values, "image_size": tuple(frames.shape[-2:])}, new)
 
-    def predict(self, out):
+    def predict(self, out, min_score=None):
         # Padded steps (black frames past a video's end) match no frame: predict nothing.
         empty = self.empty_prediction(out.raw["image_size"], "cpu")
         return [dict(self.truth.get(int(v), empty)) for v in out.raw["values"]]
@@ -127,12 +125,12 @@ def test_every_frame_once_and_batching_changes_nothing(detector, video_data):
     assert batched.num_frames == sum(LENGTHS)
     for video, length in zip(batched.videos, LENGTHS):
         assert torch.equal(video.frame_indices, torch.arange(length))
-        assert video.windows.shape == (length,) and 0 <= video.windows.min() and video.windows.max() < 9
+        assert video.actions.shape == (length,) and 0 <= video.actions.min() and video.actions.max() < 9
         assert len(video.predictions) == len(video.ground_truth) == length
         assert video.original_size == (96, 160)
     alone = evaluate_streams(detector, video_data, GreedyPolicy(), streams=1)
     for a, b in zip(batched.videos, alone.videos):
-        assert torch.equal(a.windows, b.windows)
+        assert torch.equal(a.actions, b.actions)
         for p, q in zip(a.predictions, b.predictions):
             assert p["boxes"].shape == q["boxes"].shape
             torch.testing.assert_close(p["boxes"], q["boxes"], atol=1e-3, rtol=1e-4)
@@ -140,15 +138,20 @@ def test_every_frame_once_and_batching_changes_nothing(detector, video_data):
 
 
 def test_first_window_is_seeded_per_video_and_policy_windows_follow_the_policy(detector, video_data):
-    chooser = WindowChooser(GreedyPolicy(), 9, generator_seed=3)
+    space = detector.action_space
     videos = torch.tensor([0, 1, 2])
-    assert torch.equal(chooser.first_windows(videos)[1:], chooser.first_windows(torch.tensor([1, 2])))
+    first = first_actions(space, videos, (128, 128), seed=3)
+    assert torch.equal(first[1:], first_actions(space, torch.tensor([1, 2]), (128, 128), seed=3))
+    greedy = evaluate_streams(detector, video_data, GreedyPolicy(), streams=3, generator_seed=3)
+    alone = evaluate_streams(detector, video_data, GreedyPolicy(), streams=1, generator_seed=3)
+    assert [int(v.actions[0]) for v in greedy.videos] == [int(v.actions[0]) for v in alone.videos]
+    assert [int(v.actions[0]) for v in greedy.videos] == first_actions(space, videos, (128, 128), 3).tolist()
     scanning = evaluate_streams(detector, video_data, ScanningPolicy(WindowGrid(4, 2)), streams=3)
     for video, length in zip(scanning.videos, LENGTHS):
-        assert video.windows.tolist() == list(range(length))
+        assert video.actions.tolist() == list(range(length))
     first = evaluate_streams(detector, video_data, RandomPolicy(9), streams=3, generator_seed=1)
     again = evaluate_streams(detector, video_data, RandomPolicy(9), streams=3, generator_seed=1)
-    assert all(torch.equal(a.windows, b.windows) for a, b in zip(first.videos, again.videos))
+    assert all(torch.equal(a.actions, b.actions) for a, b in zip(first.videos, again.videos))
 
 
 def test_keyframe_baselines_stream_videos_of_unequal_length(detector, video_data):
@@ -156,15 +159,15 @@ def test_keyframe_baselines_stream_videos_of_unequal_length(detector, video_data
     for model in (KeyframeInterval(single, 2), KeyframeDelay(single, 2, 1)):
         result = evaluate_streams(model, video_data, GreedyPolicy(), streams=2)
         assert result.frame_counts == {"video0": 2, "video1": 5, "video2": 3}
-        assert all(video.windows.eq(0).all() for video in result.videos)
+        assert all(video.actions is None for video in result.videos)  # a single-frame model chooses nothing
     held = evaluate_streams(KeyframeInterval(single, 2), video_data, GreedyPolicy(), streams=3).videos[1]
     for t in (1, 3):  # copies of the keyframe before
         assert torch.equal(held.predictions[t]["boxes"], held.predictions[t - 1]["boxes"])
     # Patchwork with a delayed keyframe: no Q-values until the first keyframe finishes, so the
     # window stays; afterwards the greedy policy picks from the held Q-values.
     delayed = evaluate_streams(KeyframeDelay(detector, 2, 1), video_data, GreedyPolicy(), streams=2).videos[1]
-    assert delayed.windows[1] == delayed.windows[0] and len(delayed.windows) == 5
-    with pytest.raises(ValueError, match="no attention network"):
+    assert delayed.actions[1] == delayed.actions[0] and len(delayed.actions) == 5
+    with pytest.raises(ValueError, match="no policy network"):
         evaluate_streams(_without_attention(detector), video_data, GreedyPolicy())
 
 

@@ -5,18 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patchwork.evaluation.cost import count_flops, stream_cost
-from patchwork.models.baselines import (
-    Flip,
-    KeyframeDelay,
-    KeyframeInterval,
-    Resolution,
-    average_raw,
-    balanced_partition,
-    mirror_windows,
-)
-from patchwork.models.streaming import StepOutput, StreamingModel
+from patchwork.models.baselines import Flip, KeyframeDelay, KeyframeInterval, Resolution, average_raw, balanced_partition
+from patchwork.models.streaming import IMAGENET_MEAN, IMAGENET_STD, Description, StepOutput, StreamingModel, normalize_frames
 from patchwork.nn import StreamState, WindowGrid
+from patchwork.nn.flops import count_flops, stream_cost
+from patchwork.nn.spaces import Discrete
+
+MEAN, STD = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 SIZE = (32, 32)
 # FLOPs per pixel of the toy's four convolutions, 2 * Cin * Cout * k * k: deliberately
@@ -31,21 +26,29 @@ class WindowMeanQ(nn.Module):
         super().__init__()
         self.grid = grid
 
-    def forward(self, memory: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    def forward(self, observation: dict[str, torch.Tensor]) -> torch.Tensor:
+        memory = observation["memory"]
         boxes = self.grid.boxes(tuple(memory.shape[-2:])).tolist()
         q = [memory[:, 0, y1:y2, x1:x2].mean(dim=(1, 2)) for x1, y1, x2, y2 in boxes]
-        return torch.stack(q, dim=1) + 0 * history
+        return torch.stack(q, dim=1)
 
 
 class ToySegmenter(StreamingModel):
     """A per-pixel 'segmenter' of four convs on the window, writing a full-frame logits memory.
 
     ``echo=True`` replaces the convs' result by the channel mean of the normalised crop
-    (output = input), which commutes exactly with mirroring.
+    (output = input), which commutes exactly with mirroring. With one window it has no
+    action space (``actions=None``, or window 0, is the frame).
     """
 
+    task = "segmentation"
+
     def __init__(self, grid: WindowGrid = WindowGrid(1, 1, align=8), echo: bool = False, seed: int = 0) -> None:
-        super().__init__(grid, attention=WindowMeanQ(grid) if grid.num_windows > 1 else None)
+        super().__init__()
+        self.grid = grid
+        self.attention = WindowMeanQ(grid) if grid.num_windows > 1 else None
+        per_axis = grid.positions_per_axis
+        self.action_space = None if grid.is_full_frame else Discrete(grid.num_windows, layout=(per_axis, per_axis))
         torch.manual_seed(seed)
         self.layers = nn.ModuleList(
             [
@@ -58,11 +61,18 @@ class ToySegmenter(StreamingModel):
         self.echo = echo
         self.batch_sizes: list[int] = []  # one entry per call: the batch the model computed
 
-    def init_model_state(self, batch_size, image_size, device):
+    def check_image_size(self, image_size):
+        self.grid.check_image_size(image_size)
+
+    def init_state(self, batch_size, image_size, device=None):
+        self.grid.check_image_size(image_size)
         return StreamState({"memory": torch.zeros(batch_size, 1, *image_size, device=device)})
 
     def step_stages(self, frames, actions, state):
         self.batch_sizes.append(frames.shape[0])
+        if actions is None:
+            actions = torch.zeros(frames.shape[0], dtype=torch.long)
+        frames = normalize_frames(frames, MEAN, STD)
         crops = self.grid.crop(frames, actions)
         x = crops
         for i, layer in enumerate(self.layers):
@@ -80,10 +90,14 @@ class ToySegmenter(StreamingModel):
         new["memory"] = memory
         return StepOutput({"logits": memory, "name": "toy"}, new)
 
-    def attention_input(self, out):
-        return out.state["memory"]
+    def observe(self, out):
+        return None if self.attention is None else {"memory": out.state["memory"]}
 
-    def predict(self, out):
+    @property
+    def policy_network(self):
+        return self.attention
+
+    def predict(self, out, min_score=None):
         predictions = []
         for logits in out.raw["logits"][:, 0]:
             mask = logits > 0
@@ -110,6 +124,12 @@ class ToySegmenter(StreamingModel):
 
     def mirror_raw(self, raw):
         return {"logits": raw["logits"].flip(-1), "name": raw["name"]}
+
+    def mirror_actions(self, actions):
+        return self.grid.mirror(actions)
+
+    def describe(self):
+        return Description("SF" if self.grid.is_full_frame else "Toy", ("toy",))
 
 
 def _frames(num_frames: int, batch: int, size=SIZE, seed: int = 1) -> list[torch.Tensor]:
@@ -327,14 +347,14 @@ def test_delay_rejects_long_delays_and_streams_out_of_phase():
 # ------------------------------------------------------------------------------- flip
 def test_mirror_windows_for_a_4x2_grid():
     grid = WindowGrid(4, 2)
-    mirrored = mirror_windows(grid, torch.arange(9))
+    mirrored = grid.mirror(torch.arange(9))
     assert mirrored.tolist() == [2, 1, 0, 5, 4, 3, 8, 7, 6]
     # Geometrically: the mirrored window's box is the box mirrored about the vertical axis.
     width = 128
     boxes = grid.boxes((128, width))
     x1, y1, x2, y2 = boxes.unbind(-1)
     assert torch.equal(boxes[mirrored], torch.stack((width - x2, y1, width - x1, y2), dim=-1))
-    assert mirror_windows(WindowGrid(1, 1), torch.tensor([0])).tolist() == [0]
+    assert WindowGrid(1, 1).mirror(torch.tensor([0])).tolist() == [0]
 
 
 @torch.no_grad()
@@ -361,7 +381,7 @@ def test_flip_averages_the_mirrored_pass_of_an_asymmetric_model():
         torch.testing.assert_close(out.raw["logits"], (plain + mirrored.flip(-1)) / 2)
         _assert_predictions_equal(out.predictions, model.predict(StepOutput(out.raw, out.state)))
     # One state holds both streams.
-    assert set(outputs[-1].state) == {"memory", "action_history", "mirrored.memory", "mirrored.action_history"}
+    assert set(outputs[-1].state) == {"memory", "mirrored.memory"}
 
 
 @torch.no_grad()
@@ -377,9 +397,10 @@ def test_flip_looks_at_the_mirrored_window_and_maps_q_values_back():
     # mirrored stream wrote window m(a) of the mirrored frame.
     torch.testing.assert_close(out.raw["logits"], plain.raw["logits"], rtol=0, atol=1e-6)
     assert torch.equal(out.state["mirrored.memory"].flip(-1), plain.state["memory"])
-    assert not torch.allclose(plain.q_values, plain.q_values[:, mirror_windows(grid, torch.arange(9))])
-    torch.testing.assert_close(out.q_values, plain.q_values, rtol=0, atol=1e-6)
-    assert wrapper.num_actions == 9 and wrapper.grid == grid
+    plain_q = model.policy_network(model.observe(plain))
+    assert not torch.allclose(plain_q, plain_q[:, grid.mirror(torch.arange(9))])
+    torch.testing.assert_close(wrapper.policy_network(wrapper.observe(out)), plain_q, rtol=0, atol=1e-6)
+    assert wrapper.action_space == model.action_space == Discrete(9, layout=(3, 3))
 
 
 def test_average_raw_rules():

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import torchvision
 from model_fixtures import randomize_batchnorm
 
-from patchwork.evaluation.cost import count_flops
+from patchwork.nn.flops import count_flops
 from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.segmenter import (
     MASK_LOGITS,
@@ -116,7 +116,7 @@ def test_window_step_after_full_pass_equals_full_frame_model(slices, span, side)
     assert out.raw["window_logits"].shape == (n, 1, side // 16 * span // slices, side // 16 * span // slices)
     torch.testing.assert_close(out.raw["window_logits"], expected_window, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.raw["logits"], reference["logits"].expand(n, -1, -1, -1), rtol=1e-4, atol=1e-4)
-    assert out.q_values.shape == (n, n)
+    assert model.policy_network(model.observe(out)).shape == (n, n)
     assert out.predictions[0]["mask"].shape == size and out.predictions[0]["mask"].dtype == torch.bool
     empty = model.empty_prediction(size, "cpu")
     assert empty["mask"].shape == size and not empty["mask"].any() and empty["scores"].sum() == 0
@@ -142,7 +142,7 @@ def test_single_frame_model_equals_stateless_twin():
             torch.testing.assert_close(prediction["scores"], scores[b], rtol=1e-4, atol=1e-4)
             confident = (scores[b] - 0.5).abs() > 1e-3
             assert torch.equal(prediction["mask"][confident], (scores[b] > 0.5)[confident])
-    assert out.q_values is None
+    assert model.observe(out) is None and model.action_space is None
 
 
 def test_single_frame_model_overfits_a_tiny_batch():
@@ -173,9 +173,10 @@ def test_streams_in_a_batch_equal_separate_runs():
     video = torch.rand(3, 2, 3, 128, 128)  # (T, B, 3, H, W)
     actions = torch.tensor([[0, 15], [5, 5], [10, 3]])
     state = model.init_state(2, (128, 128))
-    batched = []
+    batched, q_values = [], []
     for t in range(3):
         batched.append(model(video[t], actions[t], state))
+        q_values.append(model.policy_network(model.observe(batched[-1])))  # before the next step updates the state
         state = batched[-1].state
     for b in range(2):
         single = model.init_state(1, (128, 128))
@@ -184,7 +185,8 @@ def test_streams_in_a_batch_equal_separate_runs():
             single = out.state
             for key in ("logits", "window_logits"):
                 torch.testing.assert_close(out.raw[key][0], batched[t].raw[key][b], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(out.q_values[0], batched[t].q_values[b], rtol=1e-5, atol=1e-5)
+            q = model.policy_network(model.observe(out))
+            torch.testing.assert_close(q[0], q_values[t][b], rtol=1e-5, atol=1e-5)
         for name in single:
             torch.testing.assert_close(single[name][0], state[name][b], rtol=1e-5, atol=1e-5)
     # The mask memory keeps each window's logits where that window lies (stride 16: 2x2 cells).
@@ -217,7 +219,7 @@ def test_memory_writes_are_in_place_without_autograd_and_functional_with_it():
 def test_step_stages_yield_between_blocks_and_head_layers():
     grid = WindowGrid(4, 2)
     model = _segmenter(*_parts(), grid)
-    frames = model.normalize(torch.rand(1, 3, 128, 128))
+    frames = torch.rand(1, 3, 128, 128)
     actions = torch.tensor([4])
     stages = model.step_stages(frames, actions, model.init_state(1, (128, 128)))
     yields = 0
@@ -231,7 +233,7 @@ def test_step_stages_yield_between_blocks_and_head_layers():
     # One yield per layer of every backbone block (InvertedResidual children), 3 head layers.
     layers = sum(len(block.conv) if hasattr(block, "conv") else 1 for block in model.backbone.features)
     assert yields == layers + 3
-    direct = model.step(frames, actions, model.init_state(1, (128, 128)))
+    direct = model.forward_raw(frames, actions, model.init_state(1, (128, 128)))
     torch.testing.assert_close(staged.raw["logits"], direct.raw["logits"])
     full_pass = model.step_stages(frames, None, model.init_state(1, (128, 128)))
     assert sum(1 for _ in full_pass) == layers + 3

@@ -23,5 +23,5 @@ def test_every_policy_follows_the_protocol():
     ]
     for policy in policies:
         assert isinstance(policy, Policy)
-    assert [p.needs_q_values for p in policies] == [True, True, False, False, False]
+    assert [p.needs_scores for p in policies] == [True, True, False, False, False]
     assert ActionHistory is NnActionHistory

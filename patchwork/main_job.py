@@ -22,11 +22,12 @@ from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from patchwork.api import load
+from patchwork.engine.loading import load_model
 from patchwork.engine.train import train
-from patchwork.evaluation.report import cells_table, method_label, paper_table, policy_table, write_report
-from patchwork.evaluation.streaming import build_policy, evaluate_method
+from patchwork.evaluation.report import cells_table, paper_table, policy_table, write_report
+from patchwork.evaluation.rows import evaluate_method, method_label
 from patchwork.evaluation.tables import write_json
+from patchwork.policies import build_policy
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +62,18 @@ def run_main_job(cfg: DictConfig) -> dict[str, Any]:
     rows, policy_rows, cell_rows = [], [], []
 
     def evaluate(checkpoint: Path, policy_name: str, **load_options: Any) -> dict[str, Any]:
-        loaded = load(checkpoint, **load_options)
+        loaded = load_model(checkpoint, **load_options)
         model = loaded.model
-        policy = build_policy(policy_name, model.grid) if model.num_actions > 1 else build_policy("fixed", model.grid)
-        grid = (model.grid.slices, model.grid.span)
-        cells = load_options.get("cells") or "all"
-        label = method_label(grid=grid, width=float(loaded.config["model"]["width_mult"]), cells=cells,
-                             policy=None if grid == (1, 1) else policy_name)
+        policy = build_policy(policy_name, model.action_space)
+        label = method_label(model, policy)
         data = instantiate(OmegaConf.create(loaded.config["data"]))
         row, _ = evaluate_method(model, data, policy, label, streams=cfg.eval.streams, threads=cfg.eval.threads,
                                  latency_videos=cfg.eval.latency_videos, latency_frames=cfg.eval.latency_frames,
-                                 max_videos=cfg.eval.max_videos, cells=cells)
+                                 max_videos=cfg.eval.max_videos)
         log.info("%s: %s", label, {k: row[k] for k in ("mflops_max", "ms_p95") if k in row})
         return row
 
-    rows.append(evaluate(stage1, "fixed", grid=[1, 1]))
+    rows.append(evaluate(stage1, "fixed"))
     for name, checkpoint in checkpoints.items():
         for policy_name in cfg.policies:
             row = evaluate(checkpoint, policy_name)

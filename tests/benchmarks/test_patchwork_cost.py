@@ -1,25 +1,10 @@
-import torch
+"""Patchwork's cost tables: the backbone per grid and the paper's rows."""
 
-from patchwork.evaluation.cost import FrameCost, backbone_cost_table, count_flops, stream_cost
+import pytest
 
-
-def test_count_flops_is_two_times_multiply_adds():
-    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
-    depthwise = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
-    x = torch.randn(1, 4, 10, 10)
-    assert count_flops(lambda: depthwise(conv(x))) == 2 * (8 * 4 * 9 * 100) + 2 * (8 * 9 * 100)
-
-
-def test_stream_cost_max_and_average_over_frames():
-    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
-    x = torch.randn(1, 1, 10, 10)
-
-    def keyframe_every_4(t: int) -> None:
-        if t % 4 == 0:
-            conv(x)
-
-    cost = stream_cost(keyframe_every_4, num_frames=8)
-    assert cost == FrameCost(mflops_max=200 / 1e6, mflops_avg=50 / 1e6)
+from patchwork.benchmarks.paper_tables import TABLE4, TABLE5
+from patchwork.benchmarks.patchwork_cost import backbone_cost_table, build_paper_row
+from patchwork.evaluation.rows import method_label
 
 
 def test_backbone_window_cost_is_exactly_the_window_area_fraction():
@@ -37,3 +22,8 @@ def test_single_frame_cost_matches_torchvision_reference():
     # 1280 x 1000 classifier, 1.28 M multiply-adds.
     (row,) = backbone_cost_table(image_size=(224, 224), widths=[1.0], grids=[(1, 1)], num_frames=1)
     assert abs(row["mflops_avg"] - 2 * (300.77 - 1.28)) < 0.01 * row["mflops_avg"]
+
+
+@pytest.mark.parametrize("paper_row", TABLE4 + TABLE5, ids=lambda r: f"{r.task}:{r.method}")
+def test_every_paper_row_model_names_itself_as_the_paper_does(paper_row):
+    assert method_label(build_paper_row(paper_row)) == paper_row.method
