@@ -138,7 +138,8 @@ def draw_window(frame: Tensor, window_box: BoxLike, color: Color = WINDOW_COLOR,
 
 
 def block_edges(blocks: int, size: int) -> list[int]:
-    """Pixel edges of ``blocks`` equal blocks over ``size`` pixels: ``round(i * size / blocks)``, ``blocks + 1`` values."""
+    """Pixel edges of ``blocks`` equal blocks over ``size`` pixels: ``round(i * size / blocks)``
+    for ``i = 0 .. blocks`` (``blocks + 1`` values)."""
     return [round(i * size / blocks) for i in range(blocks + 1)]
 
 
