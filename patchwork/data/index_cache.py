@@ -59,7 +59,7 @@ def data_cache_root() -> Path:
     return Path(root) if root else Path.cwd() / "data_cache"
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def _stat(path: str | os.PathLike[str]) -> tuple[int, int]:
     """``(size, mtime_ns)``, or ``(-1, -1)`` for a path that does not exist."""
     try:
         st = os.stat(path)
@@ -100,16 +100,22 @@ class InputWatch:
         paths = _split_paths(encoded["paths"], base)
         if len(paths) != len(states):
             return False
-        return all(_stat(Path(p)) == tuple(s) for p, s in zip(paths, states))
+        # Plain strings, not Paths: a million stats are the whole cost of a cached open.
+        return all(_stat(path) == (size, mtime) for path, (size, mtime) in zip(paths, states))
 
 
 # --------------------------------------------------------------------------- paths
+#: Marks a stored path that is not under the base folder (kept whole); no path contains NUL.
+_WHOLE = "\0"
+
+
 def _relative(base: Path) -> tuple[Callable[[str], str], Callable[[str], str]]:
     """``(to_stored, from_stored)``: paths under ``base`` are stored relative to it (a tenth of
-    the size), others as they are."""
+    the size), others whole behind a marker."""
     prefix = str(base) + os.sep
-    return (lambda p: p[len(prefix):] if p.startswith(prefix) else p,
-            lambda p: p if os.path.isabs(p) else prefix + p)
+    cut = len(prefix)
+    return (lambda p: p[cut:] if p.startswith(prefix) else _WHOLE + p,
+            lambda p: p[1:] if p[:1] == _WHOLE else prefix + p)
 
 
 def _join_paths(paths: Sequence[str], base: Path) -> str:
@@ -124,13 +130,13 @@ def _split_paths(joined: str, base: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- record codecs
-def _encode_mask(mask: MaskSource | None) -> Any:
+def _encode_mask(mask: MaskSource | None, path_to: Callable[[str], str]) -> Any:
     if mask is None:
         return None
     if isinstance(mask, BinaryPngMask):
-        return ["png", mask.path]
+        return ["png", path_to(mask.path)]
     if isinstance(mask, VocObjectMask):
-        return ["voc", mask.path]
+        return ["voc", path_to(mask.path)]
     if isinstance(mask, CocoMask):
         return ["coco", list(mask.segmentations), mask.height, mask.width]
     raise TypeError(f"cannot cache a {type(mask).__name__} mask")
@@ -161,7 +167,7 @@ def _encode_videos(videos: Sequence[VideoRecord], base: Path) -> dict[str, Any]:
     rel, _ = _relative(base)
     flagged = bool(videos) and all(v.occluded is not None and v.generated is not None for v in videos)
     meta = [{"name": v.name, "frames": [rel(p) for p in v.frame_paths],
-             "masks": None if v.masks is None else [_encode_mask(m) for m in v.masks]} for v in videos]
+             "masks": None if v.masks is None else [_encode_mask(m, rel) for m in v.masks]} for v in videos]
     tensors = {
         "boxes": _cat([v.boxes for v in videos], torch.zeros(0, 4)),
         "labels": _cat([v.labels for v in videos], torch.zeros(0, dtype=torch.int64)),
@@ -195,7 +201,7 @@ def _decode_videos(encoded: Mapping[str, Any], base: Path) -> list[VideoRecord]:
 def _encode_stills(stills: Sequence[StillImageRecord], base: Path) -> dict[str, Any]:
     rel, _ = _relative(base)
     meta = [{"name": s.name, "image": rel(s.image_path),
-             "mask": _encode_mask(s.mask) if s.mask is not None else None} for s in stills]
+             "mask": _encode_mask(s.mask, rel)} for s in stills]
     targets = [s.target for s in stills]
     tensors = {
         "boxes": _cat([t["boxes"] for t in targets], torch.zeros(0, 4)),

@@ -14,7 +14,7 @@ import patchwork.data.imagenet_vid as imagenet_vid
 import patchwork.data.voc as voc
 from patchwork.data import CocoStills, CorruptDataError, Davis2016, ImageNetVID, VocStills
 from patchwork.data.index_cache import CACHE_ENV, INDEX_DIR, index_cache_paths
-from tests.data.data_fixtures import make_coco, make_davis, make_vid, make_voc, vid_xml, DOG
+from data_fixtures import DOG, make_coco, make_davis, make_vid, make_voc, vid_xml
 
 
 @pytest.fixture(autouse=True)
