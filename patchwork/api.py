@@ -8,7 +8,9 @@
         print(frame.index, frame.action, frame.overlay, frame.mflops, frame.ms, frame.predictions)
 
 ``source`` is a folder of frames (image files in sorted name order), a ``(T, 3, H, W)`` tensor
-(uint8, or float in ``[0, 1]``), or a video file. Frames are resized to the image size the
+(uint8, or float in ``[0, 1]``), or a video file (mp4, webm, avi, ...; GIF), decoded lazily by
+:func:`patchwork.data.video_io.read_video_frames` (video files need the ``video`` extra,
+``pip install -e '.[video]'``). Frames are resized to the image size the
 model was trained at (the checkpoint config's ``data.image_size``), and the predictions and
 the action's overlay (Patchwork's window box) are mapped back to the source frame's pixels.
 Every frame goes through :class:`~patchwork.engine.runner.StreamRunner`, as in training and
@@ -22,15 +24,13 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from patchwork.data import load_image
+from patchwork.data.video_io import read_video_frames
 from patchwork.engine.loading import LoadedModel, load_model
 from patchwork.engine.runner import StreamRunner
 from patchwork.models.baselines import rescale_prediction
@@ -41,9 +41,6 @@ from patchwork.policies import build_policy
 __all__ = ["LoadedModel", "StreamedFrame", "load", "stream"]
 
 log = logging.getLogger(__name__)
-
-#: Image files a frame folder may hold (others, e.g. annotations, are ignored).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 #: Rebuild a checkpoint's model (``load(path, device="cpu", image_size=None, **model_overrides)``,
 #: e.g. ``grid=(4, 2)`` to place a stage-1 single-frame checkpoint in the recurrent setting).
@@ -85,24 +82,6 @@ class StreamedFrame:
         return self.overlay.get("box")
 
 
-def _video_frames(path: Path) -> Tensor:
-    """A video file as uint8 ``(T, 3, H, W)`` through ``torchvision.io.read_video``, or a clear error."""
-    read_video = getattr(torchvision.io, "read_video", None)
-    advice = ("extract the frames to a folder (e.g. `ffmpeg -i video.mp4 frames/%06d.png`) and stream the folder, "
-              "or pass a (T, 3, H, W) tensor")
-    if read_video is None:
-        raise RuntimeError(f"cannot read {path}: torchvision {torchvision.__version__} has no "
-                           f"torchvision.io.read_video (video decoding moved out of torchvision); {advice}")
-    try:
-        frames, _, _ = read_video(str(path), pts_unit="sec", output_format="TCHW")
-    except (ImportError, RuntimeError) as error:
-        raise RuntimeError(f"cannot read {path} with torchvision.io.read_video ({error}); its video backend "
-                           f"(PyAV, `pip install av`) may be missing; {advice}") from error
-    if frames.numel() == 0:
-        raise RuntimeError(f"torchvision.io.read_video read no frames from {path}; {advice}")
-    return frames
-
-
 def _frames(source: str | os.PathLike[str] | Tensor) -> Iterator[Tensor]:
     """The source's frames one at a time, uint8 or float ``(3, H, W)``."""
     if isinstance(source, Tensor):
@@ -110,17 +89,7 @@ def _frames(source: str | os.PathLike[str] | Tensor) -> Iterator[Tensor]:
             raise ValueError(f"a tensor source must be (T, 3, H, W), got shape {tuple(source.shape)}")
         yield from source
         return
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} frames in {path}")
-        for file in files:
-            yield load_image(file)
-    elif path.is_file():
-        yield from _video_frames(path)
-    else:
-        raise FileNotFoundError(f"no frame folder or video file at {path}")
+    yield from read_video_frames(source)
 
 
 def _scaled_overlay(overlay: dict[str, Any], image_size: tuple[int, int], source_size: tuple[int, int]) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torchvision
 from torchvision.io import write_png
 
 import patchwork.api as api
+from patchwork.data.video_io import VideoBackendMissing, write_video
 from patchwork.engine.checkpoint import make_payload, save_checkpoint
 from patchwork.models.baselines import rescale_prediction
 from patchwork.models.builders import patchwork_detector
@@ -102,16 +105,18 @@ def test_stream_hand_designed_policies(trained, frames):
     assert fixed == [5, 5]
 
 
-def test_video_files_need_a_video_backend(trained, frames, tmp_path, monkeypatch):
+def test_stream_a_video_file(trained, frames, tmp_path, monkeypatch):
+    pytest.importorskip("av")  # the `video` extra (in `dev`, so CI has it)
     loaded = api.load(trained[1])
-    movie = tmp_path / "clip.mp4"
-    movie.write_bytes(b"not really a video")
-    monkeypatch.delattr(torchvision.io, "read_video", raising=False)
-    with pytest.raises(RuntimeError, match="read_video"):
+    movie = write_video(tmp_path / "clip.mp4", frames[1][:3], fps=10, lossless=True)
+    from_file = list(api.stream(loaded, movie, policy="scanning", measure_flops=False))
+    from_tensor = list(api.stream(loaded, frames[1][:3], policy="scanning", measure_flops=False))
+    assert [f.window for f in from_file] == [f.window for f in from_tensor] == [0, 1, 2]
+    for a, b in zip(from_file, from_tensor):  # lossless: the same pixels, so the same predictions
+        assert a.window_box == b.window_box
+        assert all(torch.equal(a.predictions[k], b.predictions[k]) for k in b.predictions)
+    monkeypatch.setitem(sys.modules, "av", None)  # the extra absent: the error names the install
+    with pytest.raises(VideoBackendMissing, match=r"pip install -e '\.\[video\]'"):
         next(api.stream(loaded, movie))
-    decoded = frames[1][:3]
-    monkeypatch.setattr(torchvision.io, "read_video", lambda path, pts_unit, output_format: (decoded, None, {}),
-                        raising=False)
-    assert len(list(api.stream(loaded, movie, measure_flops=False))) == 3
     with pytest.raises(FileNotFoundError):
         next(api.stream(loaded, tmp_path / "missing"))

@@ -45,6 +45,10 @@ a frame with no objects is valid.
 VID-, DAVIS-, COCO- and VOC-style sets in their real layouts into
 ``$PATCHWORK_DATA_CACHE/synthetic`` (default ``./data_cache/synthetic``) on first use.
 
+**Video files** (:mod:`patchwork.data.video_io`): :func:`read_video_frames` decodes a video file,
+GIF or frame folder lazily, uint8 ``(3, H, W)`` per frame; :func:`write_video` writes mp4 (GIF
+without the ``video`` extra).
+
 Entry points for training code: a ``configs/data/*.yaml`` instantiates a :class:`VideoTaskData`,
 whose ``frame_dataset()`` (stage 1), ``clip_dataset()`` (stages 2/3), ``val_frame_dataset()``
 and ``val_clip_dataset()`` return datasets with a ``collate`` function and a ``loader(...)``.
@@ -65,6 +69,7 @@ from patchwork.data.synthetic import (SyntheticDataConfig, SyntheticDataPaths, e
                                       synthetic_detection_data, synthetic_segmentation_data)
 from patchwork.data.task_data import VideoTaskData
 from patchwork.data.transforms import eval_transform, train_transform, transform_clip
+from patchwork.data.video_io import VideoBackendMissing, read_video_frames, write_video
 from patchwork.data.voc import VocStills, parse_voc_xml
 
 __all__ = [
@@ -80,4 +85,5 @@ __all__ = [
     "VideoTaskData",
     "SyntheticDataConfig", "SyntheticDataPaths", "ensure_synthetic_data", "synthetic_detection_data",
     "synthetic_segmentation_data",
+    "read_video_frames", "write_video", "VideoBackendMissing",
 ]

@@ -20,6 +20,7 @@ from typing import Sequence
 from pycocotools.coco import COCO
 
 from patchwork.data.classes import coco_to_vid_label
+from patchwork.data.index_cache import InputWatch, cached_stills
 from patchwork.data.records import (BadDataLog, CocoMask, CorruptDataError, DatasetLayoutError, StillImageRecord,
                                     empty_target, make_target)
 
@@ -42,17 +43,33 @@ class CocoStills(Sequence[StillImageRecord]):
             foreground (with masks). Such images cannot satisfy the fake-video overlap rule.
         max_images: keep only the first ``max_images`` images (by image id).
         strict: raise on a missing image file instead of skipping it.
+        cache: keep the index beside the JSON (``<its folder>/.patchwork_index``, else
+            ``$PATCHWORK_DATA_CACHE/index``) and reuse it while the JSON and the image folder
+            are unchanged (:mod:`patchwork.data.index_cache`).
     """
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, with_masks: bool = False,
                  foreground_all_classes: bool = True, require_objects: bool = True,
-                 max_images: int | None = None, strict: bool = False) -> None:
+                 max_images: int | None = None, strict: bool = False, cache: bool = True) -> None:
         self.annotation_file = Path(annotation_file)
         self.image_dir = Path(image_dir)
         self.bad_data = BadDataLog(strict=strict)
         for path in (self.annotation_file, self.image_dir):
             if not path.exists():
                 raise DatasetLayoutError("COCO", path, COCO_LAYOUT)
+        params = {"annotation_file": self.annotation_file.name, "image_dir": str(self.image_dir.resolve()),
+                  "with_masks": with_masks, "foreground_all_classes": foreground_all_classes,
+                  "require_objects": require_objects, "max_images": max_images}
+        self.images: list[StillImageRecord] = cached_stills(
+            "coco", self.annotation_file.parent, self.image_dir, params,
+            lambda watch: self._build(with_masks, foreground_all_classes, require_objects, max_images, watch),
+            self.bad_data, enabled=cache)
+        logger.info("COCO %s: %d images", self.annotation_file.name, len(self.images))
+
+    def _build(self, with_masks: bool, foreground_all_classes: bool, require_objects: bool,
+               max_images: int | None, watch: InputWatch) -> list[StillImageRecord]:
+        watch.watch(self.annotation_file)
+        watch.watch(self.image_dir)  # images added or removed change it
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 coco = COCO(str(self.annotation_file))
@@ -60,7 +77,7 @@ class CocoStills(Sequence[StillImageRecord]):
             # One JSON holds every annotation: nothing to skip to, so this always raises.
             raise CorruptDataError(self.annotation_file, f"bad COCO JSON: {e}") from e
         vid_label_of = {cat_id: coco_to_vid_label(cat["name"]) for cat_id, cat in coco.cats.items()}
-        self.images: list[StillImageRecord] = []
+        images: list[StillImageRecord] = []
         for image_id in sorted(coco.imgs):
             info = coco.imgs[image_id]
             anns = coco.imgToAnns.get(image_id, [])
@@ -82,10 +99,10 @@ class CocoStills(Sequence[StillImageRecord]):
                 continue
             target = make_target(boxes, labels, track_ids) if boxes else empty_target()
             mask = CocoMask(tuple(segmentations), int(info["height"]), int(info["width"])) if with_masks else None
-            self.images.append(StillImageRecord(str(image_id), str(image_path), target, mask))
-            if max_images is not None and len(self.images) >= max_images:
+            images.append(StillImageRecord(str(image_id), str(image_path), target, mask))
+            if max_images is not None and len(images) >= max_images:
                 break
-        logger.info("COCO %s: %d images", self.annotation_file.name, len(self.images))
+        return images
 
     def __len__(self) -> int:
         return len(self.images)

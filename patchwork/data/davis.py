@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from patchwork.data.index_cache import InputWatch, cached_videos
 from patchwork.data.records import (BadDataLog, BinaryPngMask, CorruptDataError, DatasetLayoutError, VideoRecord,
                                     empty_target)
 
@@ -72,13 +73,15 @@ class Davis2016(Sequence[VideoRecord]):
         resolution: the image folder (``"480p"``; ``"1080p"`` for the full-resolution release).
         max_videos: keep only the first ``max_videos`` sequences.
         strict: raise on a missing annotation instead of skipping the frame.
+        cache: keep the index in ``<root>/.patchwork_index`` (or ``$PATCHWORK_DATA_CACHE/index``)
+            and reuse it while no list or sequence folder changed (:mod:`patchwork.data.index_cache`).
 
     A frame without its PNG is dropped, counted in ``bad_data`` and logged; a corrupt PNG or
     JPEG is caught when it is decoded (by the samplers).
     """
 
     def __init__(self, root: str | Path, split: str = "train", resolution: str = "480p",
-                 max_videos: int | None = None, strict: bool = False) -> None:
+                 max_videos: int | None = None, strict: bool = False, cache: bool = True) -> None:
         self.root = Path(root)
         self.split = split
         self.resolution = resolution
@@ -86,18 +89,25 @@ class Davis2016(Sequence[VideoRecord]):
         image_dir = self.root / "JPEGImages" / resolution
         if not image_dir.is_dir():
             raise DatasetLayoutError("DAVIS 2016", image_dir, DAVIS_LAYOUT)
-        sequences = self._sequences()
-        if max_videos is not None:
-            sequences = sequences[:max_videos]
-        self.videos = [v for v in (self._read_sequence(s) for s in sequences) if v is not None]
+        params = {"split": split, "resolution": resolution, "max_videos": max_videos}
+        self.videos: list[VideoRecord] = cached_videos(
+            "davis2016", self.root, self.root, params, lambda watch: self._build(max_videos, watch), self.bad_data,
+            enabled=cache)
         logger.info("DAVIS 2016 %s: %d sequences, %d frames", split, len(self.videos),
                     sum(len(v) for v in self.videos))
 
-    def _sequences(self) -> list[str]:
+    def _build(self, max_videos: int | None, watch: InputWatch) -> list[VideoRecord]:
+        sequences = self._sequences(watch)
+        if max_videos is not None:
+            sequences = sequences[:max_videos]
+        return [v for v in (self._read_sequence(s, watch) for s in sequences) if v is not None]
+
+    def _sequences(self, watch: InputWatch) -> list[str]:
         for list_file in (self.root / "ImageSets" / self.resolution / f"{self.split}.txt",
                           self.root / "ImageSets" / "480p" / f"{self.split}.txt",
                           self.root / "ImageSets" / "2016" / f"{self.split}.txt"):
-            if list_file.is_file():
+            # Absent lists are watched too: one appearing later takes precedence.
+            if watch.watch(list_file).is_file():
                 names: dict[str, None] = {}
                 for line in list_file.read_text().splitlines():
                     name = parse_davis_image_set_line(line)
@@ -109,11 +119,12 @@ class Davis2016(Sequence[VideoRecord]):
             raise DatasetLayoutError("DAVIS 2016", self.root / "ImageSets" / "2016" / f"{self.split}.txt",
                                      DAVIS_LAYOUT)
         logger.warning("DAVIS 2016: no ImageSets list for %s; using the official split", self.split)
-        return [s for s in official if (self.root / "JPEGImages" / self.resolution / s).is_dir()]
+        image_dir = watch.watch(self.root / "JPEGImages" / self.resolution)
+        return [s for s in official if (image_dir / s).is_dir()]
 
-    def _read_sequence(self, name: str) -> VideoRecord | None:
-        frame_dir = self.root / "JPEGImages" / self.resolution / name
-        ann_dir = self.root / "Annotations" / self.resolution / name
+    def _read_sequence(self, name: str, watch: InputWatch) -> VideoRecord | None:
+        frame_dir = watch.watch(self.root / "JPEGImages" / self.resolution / name)
+        ann_dir = watch.watch(self.root / "Annotations" / self.resolution / name)
         frames = sorted(p for p in frame_dir.glob("*") if p.suffix.lower() in {".jpg", ".jpeg"})
         if not frames:
             logger.warning("DAVIS 2016: sequence %s has no frames in %s; skipped", name, frame_dir)

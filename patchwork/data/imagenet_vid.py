@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 
 from patchwork.data.classes import VID_INDEX_BY_WNID
+from patchwork.data.index_cache import InputWatch, cached_videos
 from patchwork.data.records import (BadDataLog, CorruptDataError, DatasetLayoutError, Target, VideoRecord,
                                     empty_target, make_target)
 
@@ -93,10 +94,13 @@ def parse_vid_image_set_line(line: str, split: str) -> str | None:
     return "/".join(parts) if parts else None
 
 
-def read_vid_image_sets(files: Sequence[str | Path], split: str) -> list[str]:
-    """Snippet ids listed in ``files``, de-duplicated, in first-seen order."""
+def read_vid_image_sets(files: Sequence[str | Path], split: str, watch: InputWatch | None = None) -> list[str]:
+    """Snippet ids listed in ``files``, de-duplicated, in first-seen order (each file recorded
+    in ``watch`` before it is read)."""
     snippets: dict[str, None] = {}
     for file in files:
+        if watch is not None:
+            watch.watch(file)
         with open(file) as f:
             for line in f:
                 snippet = parse_vid_image_set_line(line, split)
@@ -116,32 +120,41 @@ class ImageNetVID(Sequence[VideoRecord]):
             ``Data/VID/<split>`` when those do not exist.
         max_videos: keep only the first ``max_videos`` snippets (quick runs).
         strict: raise on a corrupt or missing XML instead of skipping the frame.
+        cache: keep the index in ``<root>/.patchwork_index`` (or ``$PATCHWORK_DATA_CACHE/index``)
+            and reuse it while no annotation or list file changed (:mod:`patchwork.data.index_cache`).
 
     Frames whose XML is missing or corrupt are dropped from their snippet, counted in
-    ``bad_data`` and logged. Targets carry boxes (original pixels), VID labels and track ids.
+    ``bad_data`` and logged. Targets carry boxes (original pixels), VID labels and track ids;
+    the records also keep each object's ``occluded`` / ``generated`` flags
+    (:meth:`VideoRecord.box_flags <patchwork.data.records.VideoRecord.box_flags>`).
     """
 
     def __init__(self, root: str | Path, split: str = "train", image_sets: Sequence[str] | None = None,
-                 max_videos: int | None = None, strict: bool = False) -> None:
+                 max_videos: int | None = None, strict: bool = False, cache: bool = True) -> None:
         self.root = Path(root)
         self.split = split
         self.bad_data = BadDataLog(strict=strict)
         data_dir = self.root / "Data" / "VID" / split
         if not data_dir.is_dir():
             raise DatasetLayoutError("ImageNet VID", data_dir, VID_LAYOUT)
-        snippets = self._snippet_ids(data_dir, image_sets)
-        if max_videos is not None:
-            snippets = snippets[:max_videos]
-        self.videos: list[VideoRecord] = []
-        for snippet in snippets:
-            record = self._read_snippet(snippet)
-            if record is not None:
-                self.videos.append(record)
+        params = {"split": split, "image_sets": None if image_sets is None else [str(f) for f in image_sets],
+                  "max_videos": max_videos}
+        self.videos: list[VideoRecord] = cached_videos(
+            "imagenet_vid", self.root, self.root, params,
+            lambda watch: self._build(data_dir, image_sets, max_videos, watch), self.bad_data, enabled=cache)
         logger.info("ImageNet VID %s: %d snippets, %d frames, %d corrupt files skipped", split,
                     len(self.videos), sum(len(v) for v in self.videos), self.bad_data.count)
 
-    def _snippet_ids(self, data_dir: Path, image_sets: Sequence[str] | None) -> list[str]:
-        sets_dir = self.root / "ImageSets" / "VID"
+    def _build(self, data_dir: Path, image_sets: Sequence[str] | None, max_videos: int | None,
+               watch: InputWatch) -> list[VideoRecord]:
+        snippets = self._snippet_ids(data_dir, image_sets, watch)
+        if max_videos is not None:
+            snippets = snippets[:max_videos]
+        records = (self._read_snippet(snippet, watch) for snippet in snippets)
+        return [record for record in records if record is not None]
+
+    def _snippet_ids(self, data_dir: Path, image_sets: Sequence[str] | None, watch: InputWatch) -> list[str]:
+        sets_dir = watch.watch(self.root / "ImageSets" / "VID")  # a list added later changes it
         if image_sets is not None:
             files = [Path(f) if Path(f).is_absolute() else sets_dir / f for f in image_sets]
             missing = [f for f in files if not f.is_file()]
@@ -152,20 +165,25 @@ class ImageNetVID(Sequence[VideoRecord]):
         else:
             files = [f for f in [sets_dir / f"{self.split}.txt"] if f.is_file()]
         if files:
-            return read_vid_image_sets(files, self.split)
+            return read_vid_image_sets(files, self.split, watch)
         logger.info("ImageNet VID: no ImageSets lists for %s; scanning %s", self.split, data_dir)
-        return sorted(str(d.parent.relative_to(data_dir)) for d in data_dir.rglob("000000.JPEG"))
+        snippets = sorted(str(d.parent.relative_to(data_dir)) for d in data_dir.rglob("000000.JPEG"))
+        # A snippet added later changes its parent folder (the snippet folders themselves are
+        # watched when read).
+        for folder in {data_dir, *((data_dir / s).parent for s in snippets)}:
+            watch.watch(folder)
+        return snippets
 
-    def _read_snippet(self, snippet: str) -> VideoRecord | None:
-        frame_dir = self.root / "Data" / "VID" / self.split / snippet
-        ann_dir = self.root / "Annotations" / "VID" / self.split / snippet
+    def _read_snippet(self, snippet: str, watch: InputWatch) -> VideoRecord | None:
+        frame_dir = watch.watch(self.root / "Data" / "VID" / self.split / snippet)
+        ann_dir = watch.watch(self.root / "Annotations" / "VID" / self.split / snippet)
         frames = sorted(frame_dir.glob("*.JPEG"))
         if not frames:
             logger.warning("ImageNet VID: snippet %s has no frames in %s; skipped", snippet, frame_dir)
             return None
         paths, targets = [], []
         for frame in frames:
-            xml = ann_dir / f"{frame.stem}.xml"
+            xml = watch.watch(ann_dir / f"{frame.stem}.xml")
             try:
                 if not xml.is_file():
                     raise CorruptDataError(xml, "missing annotation")
@@ -174,7 +192,7 @@ class ImageNetVID(Sequence[VideoRecord]):
                 self.bad_data.skip(e)
                 continue
             paths.append(str(frame))
-            targets.append({k: target[k] for k in ("boxes", "labels", "track_ids")})
+            targets.append(target)
         if not paths:
             return None
         return VideoRecord.from_targets(snippet, paths, targets)

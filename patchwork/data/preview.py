@@ -7,13 +7,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import torch
 from torch import Tensor
 from torchvision.io import write_png
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from patchwork.data.classes import VID_NAMES
 from patchwork.data.records import MaskSource, StillImageRecord, Target, VideoRecord
+from patchwork.render import GROUND_TRUTH_COLOR, draw_boxes, draw_mask, hstack
 
 #: Object-size bins, by ``sqrt(box area)`` in original pixels (COCO's small/medium/large split
 #: at 32 and 96 falls on bin edges).
@@ -90,23 +89,20 @@ def format_statistics(name: str, stats: dict) -> str:
 
 
 def draw_frame(image: Tensor, target: Target) -> Tensor:
-    """``image`` uint8 ``(3, H, W)`` with the mask (green) and boxes (class names) drawn."""
+    """``image`` uint8 ``(3, H, W)`` with its annotations drawn: the mask (green) and the boxes
+    (yellow, the ground-truth colour of :mod:`patchwork.render`) captioned ``class:track id``."""
     out = image
     if "mask" in target and bool(target["mask"].any()):
-        out = draw_segmentation_masks(out, target["mask"], alpha=0.45, colors="lime")
+        out = draw_mask(out, target["mask"], alpha=0.45)
     if len(target["boxes"]):
         names = [f"{VID_NAMES[int(l)]}:{int(t)}" for l, t in zip(target["labels"], target["track_ids"])]
-        out = draw_bounding_boxes(out, target["boxes"], labels=names, colors="red", width=1)
+        out = draw_boxes(out, target["boxes"], names, GROUND_TRUTH_COLOR, width=1)
     return out
 
 
 def clip_strip(frames: Tensor, targets: Sequence[Target], gap: int = 2) -> Tensor:
     """Frames ``(T, 3, H, W)`` with annotations drawn, side by side: uint8 ``(3, H, T*(W+gap)-gap)``."""
-    t, _, h, w = frames.shape
-    strip = torch.full((3, h, t * (w + gap) - gap), 255, dtype=torch.uint8)
-    for i in range(t):
-        strip[:, :, i * (w + gap):i * (w + gap) + w] = draw_frame(frames[i], targets[i])
-    return strip
+    return hstack([draw_frame(frame, target) for frame, target in zip(frames, targets)], gap)
 
 
 def save_clip_strip(frames: Tensor, targets: Sequence[Target], path: str | Path) -> Path:

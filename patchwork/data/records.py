@@ -32,6 +32,9 @@ logger = logging.getLogger("patchwork.data")
 
 Target = dict[str, Tensor]
 
+#: Per-object flags a :class:`VideoRecord` keeps beside its boxes when every target has them.
+BOX_FLAGS = ("occluded", "generated")
+
 
 class DatasetLayoutError(FileNotFoundError):
     """A dataset root (or a file every layout needs) is missing; the message names the path and
@@ -200,7 +203,9 @@ class VideoRecord:
     annotations, stored compactly so that a million frames stay cheap.
 
     Boxes of all frames live in one ``(N, 4)`` tensor; frame ``i`` owns rows
-    ``frame_offsets[i]:frame_offsets[i + 1]``.
+    ``frame_offsets[i]:frame_offsets[i + 1]``. ImageNet VID's per-object ``occluded`` and
+    ``generated`` flags, bool ``(N,)`` aligned with ``boxes``, are kept when the reader has them
+    (:meth:`box_flags`); they are not part of the per-frame target.
     """
 
     name: str
@@ -210,6 +215,8 @@ class VideoRecord:
     track_ids: Tensor
     frame_offsets: Tensor
     masks: list[MaskSource] | None = None
+    occluded: Tensor | None = None
+    generated: Tensor | None = None
 
     @classmethod
     def from_targets(cls, name: str, frame_paths: Sequence[str], targets: Sequence[Target],
@@ -222,9 +229,12 @@ class VideoRecord:
         offsets[1:] = torch.cumsum(counts, 0)
         packed = {key: torch.cat([empty_target()[key]] + [t[key] for t in targets])
                   for key in ("boxes", "labels", "track_ids")}
+        flags = {key: torch.cat([torch.zeros(0, dtype=torch.bool)] + [t[key].bool() for t in targets])
+                 for key in BOX_FLAGS if targets and all(key in t for t in targets)}
         return cls(name=name, frame_paths=list(frame_paths), boxes=packed["boxes"].float(),
                    labels=packed["labels"].long(), track_ids=packed["track_ids"].long(), frame_offsets=offsets,
-                   masks=None if masks is None else list(masks))
+                   masks=None if masks is None else list(masks), occluded=flags.get("occluded"),
+                   generated=flags.get("generated"))
 
     def __len__(self) -> int:
         return len(self.frame_paths)
@@ -234,6 +244,13 @@ class VideoRecord:
         lo, hi = int(self.frame_offsets[index]), int(self.frame_offsets[index + 1])
         return {"boxes": self.boxes[lo:hi].clone(), "labels": self.labels[lo:hi].clone(),
                 "track_ids": self.track_ids[lo:hi].clone()}
+
+    def box_flags(self, index: int) -> dict[str, Tensor]:
+        """The per-object flags of frame ``index`` the reader kept: ``occluded`` / ``generated``
+        bool ``(K,)`` for ImageNet VID (aligned with :meth:`target`'s boxes), else ``{}``."""
+        lo, hi = int(self.frame_offsets[index]), int(self.frame_offsets[index + 1])
+        return {key: flags[lo:hi].clone() for key, flags in (("occluded", self.occluded),
+                                                               ("generated", self.generated)) if flags is not None}
 
     @property
     def targets(self) -> list[Target]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from patchwork.data.classes import voc_to_vid_label
+from patchwork.data.index_cache import InputWatch, cached_stills
 from patchwork.data.records import (BadDataLog, CorruptDataError, DatasetLayoutError, StillImageRecord, Target,
                                     VocObjectMask, empty_target, make_target)
 
@@ -83,21 +84,37 @@ class VocStills(Sequence[StillImageRecord]):
             image has objects, so nothing is dropped.
         max_images: keep only the first ``max_images`` images.
         strict: raise on a corrupt/missing XML or image instead of skipping it.
+        cache: keep the index in ``VOC<year>/.patchwork_index`` (or ``$PATCHWORK_DATA_CACHE/index``)
+            and reuse it while no list or annotation file changed (:mod:`patchwork.data.index_cache`).
     """
 
     def __init__(self, root: str | Path, year: str = "2012", split: str = "trainval", with_masks: bool = False,
                  skip_difficult: bool = False, require_objects: bool = True, max_images: int | None = None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, cache: bool = True) -> None:
         self.year_dir = find_voc_year_dir(root, str(year))
         self.bad_data = BadDataLog(strict=strict)
         list_file = self.year_dir / "ImageSets" / ("Segmentation" if with_masks else "Main") / f"{split}.txt"
         if not list_file.is_file():
             raise DatasetLayoutError("Pascal VOC", list_file, VOC_LAYOUT)
-        ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
-        self.images: list[StillImageRecord] = []
+        params = {"split": split, "with_masks": with_masks, "skip_difficult": skip_difficult,
+                  "require_objects": require_objects, "max_images": max_images}
+        self.images: list[StillImageRecord] = cached_stills(
+            "voc", self.year_dir, self.year_dir, params,
+            lambda watch: self._build(list_file, with_masks, skip_difficult, require_objects, max_images, watch),
+            self.bad_data, enabled=cache)
+        logger.info("Pascal VOC%s %s: %d images, %d skipped", year, split, len(self.images), self.bad_data.count)
+
+    def _build(self, list_file: Path, with_masks: bool, skip_difficult: bool, require_objects: bool,
+               max_images: int | None, watch: InputWatch) -> list[StillImageRecord]:
+        ids = [line.split()[0] for line in watch.watch(list_file).read_text().splitlines() if line.strip()]
+        # Files added or removed change their folders; the XMLs themselves are watched when parsed.
+        folders = ("JPEGImages", "Annotations") + (("SegmentationObject",) if with_masks else ())
+        for folder in folders:
+            watch.watch(self.year_dir / folder)
+        images: list[StillImageRecord] = []
         for image_id in ids:
             image_path = self.year_dir / "JPEGImages" / f"{image_id}.jpg"
-            xml_path = self.year_dir / "Annotations" / f"{image_id}.xml"
+            xml_path = watch.watch(self.year_dir / "Annotations" / f"{image_id}.xml")
             png_path = self.year_dir / "SegmentationObject" / f"{image_id}.png"
             try:
                 for path in (image_path, xml_path) + ((png_path,) if with_masks else ()):
@@ -110,10 +127,10 @@ class VocStills(Sequence[StillImageRecord]):
             if require_objects and not with_masks and len(target["boxes"]) == 0:
                 continue
             mask = VocObjectMask(str(png_path)) if with_masks else None
-            self.images.append(StillImageRecord(image_id, str(image_path), target, mask))
-            if max_images is not None and len(self.images) >= max_images:
+            images.append(StillImageRecord(image_id, str(image_path), target, mask))
+            if max_images is not None and len(images) >= max_images:
                 break
-        logger.info("Pascal VOC%s %s: %d images, %d skipped", year, split, len(self.images), self.bad_data.count)
+        return images
 
     def __len__(self) -> int:
         return len(self.images)

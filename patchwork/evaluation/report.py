@@ -12,9 +12,10 @@ returns (numbers in their units: MFLOPs, ms, metrics in percent). The builders t
 :func:`write_table` writes each as ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json``;
 :func:`read_table` reads the CSV or JSON back. Figures: :func:`plot_latency_accuracy`
 (Figs. 5-8: accuracy against theoretical max MFLOPs or empirical p95 ms, one series per
-method family: single-frame variants, Patchwork, LFS, BlockCopy) and :func:`render_strip` / :func:`save_strip` (Fig. 4:
-consecutive frames with the attention window in red and the predictions). :func:`write_report`
-writes the tables and figures of one task's rows at once.
+method family: single-frame variants, Patchwork, LFS, BlockCopy) and :func:`render_strip` /
+:func:`save_strip` (Fig. 4: consecutive frames with the attention window in red and the
+predictions, drawn by :mod:`patchwork.render`). :func:`write_report` writes the tables and
+figures of one task's rows at once.
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from torchvision.io import write_png  # noqa: E402
 
-from patchwork.engine.tb_logging import render_attention_frame  # noqa: E402
 from patchwork.evaluation.tables import markdown_table, write_json  # noqa: E402
+from patchwork.render import hstack, render_stream_frame  # noqa: E402
 
 PathLike = str | os.PathLike
 
@@ -268,8 +268,8 @@ def render_strip(
         frames: ``(T, 3, H, W)`` uint8 or float in ``[0, 1]``.
         window_boxes: ``(T, 4)`` attention windows, xyxy pixels of the frames (x2, y2 exclusive).
         predictions: ``T`` predictions in the frames' pixels: ``boxes`` / ``scores`` / ``labels``
-            (boxes above ``score_threshold`` are drawn in green, labelled with the class name
-            and score when ``class_names`` is given) or a ``mask`` (green overlay).
+            (boxes above ``score_threshold`` are drawn in green, captioned with the class name,
+            or its index without ``class_names``, and the score) or a ``mask`` (green overlay).
         gap: white pixels between frames.
     Returns:
         uint8 ``(3, H, T * W + (T - 1) * gap)``.
@@ -277,22 +277,9 @@ def render_strip(
     if not (len(frames) == len(window_boxes) == len(predictions)) or len(frames) == 0:
         raise ValueError(f"need as many frames, windows and predictions (>= 1), got "
                          f"{len(frames)}, {len(window_boxes)}, {len(predictions)}")
-    tiles = []
-    for frame, window, prediction in zip(frames, window_boxes, predictions):
-        boxes = labels = mask = None
-        if "mask" in prediction:
-            mask = prediction["mask"]
-        elif "boxes" in prediction:
-            keep = prediction["scores"] > score_threshold
-            boxes = prediction["boxes"][keep]
-            if class_names is not None:
-                labels = [f"{class_names[int(c)]} {float(s):.2f}"
-                          for c, s in zip(prediction["labels"][keep], prediction["scores"][keep])]
-        tiles.append(render_attention_frame(frame, window, boxes=boxes, labels=labels, mask=mask))
-    height = tiles[0].shape[1]
-    spacer = torch.full((3, height, gap), 255, dtype=torch.uint8)
-    pieces = [piece for tile in tiles for piece in (tile, spacer)][:-1]
-    return torch.cat(pieces, dim=2)
+    tiles = [render_stream_frame(frame, prediction, window, class_names, score_threshold)
+             for frame, window, prediction in zip(frames, window_boxes, predictions)]
+    return hstack(tiles, gap)
 
 
 def save_strip(path: PathLike, *args: Any, **kwargs: Any) -> Path:

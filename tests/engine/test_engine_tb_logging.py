@@ -1,4 +1,5 @@
-"""TensorBoard logging: scalars and images read back exactly, hparams, purge on resume, rendering."""
+"""TensorBoard logging: scalars and images read back exactly, hparams, purge on resume (the drawing
+itself is tested in tests/test_render.py)."""
 
 import numpy as np
 import pytest
@@ -6,20 +7,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from patchwork.engine.tb_logging import (
-    ExperimentLogger,
-    read_images,
-    read_scalars,
-    render_attention_frame,
-    render_memory,
-)
-
-RED, GREEN, YELLOW, BLACK = [255, 0, 0], [0, 255, 0], [255, 255, 0], [0, 0, 0]
-
-
-def pixel(image, y, x):
-    return image[:, y, x].tolist()
-
+from patchwork.engine.tb_logging import ExperimentLogger, read_images, read_scalars
+from patchwork.render import render_attention_frame, render_memory
 
 def test_scalars_read_back_exactly(tmp_path):
     with ExperimentLogger(tmp_path) as logger:
@@ -82,51 +71,6 @@ def test_hparams_are_flattened_into_the_run_directory(tmp_path):
     assert hparams["seed"].number_value == 3
     assert hparams["ckpt"].string_value == "None"
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # no timestamped sub-run
-
-
-def test_attention_frame_draws_the_window_red_and_predictions_green():
-    frame = torch.zeros(3, 32, 32)
-    image = render_attention_frame(frame, (8, 8, 24, 24), boxes=torch.tensor([[2.0, 26.0, 6.0, 30.0]]))
-    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
-    # Window pixels x, y in [8, 24): its border lies on rows/columns 8 and 23.
-    assert all(pixel(image, 8, x) == RED for x in range(8, 24))
-    assert all(pixel(image, y, 23) == RED for y in range(8, 24))
-    assert pixel(image, 7, 16) == BLACK and pixel(image, 24, 16) == BLACK and pixel(image, 16, 16) == BLACK
-    assert pixel(image, 26, 4) == GREEN and pixel(image, 28, 4) == BLACK
-    # A full-frame window (M = N = 1) keeps its whole border inside the image.
-    full = render_attention_frame(torch.ones(3, 32, 32), torch.tensor([0, 0, 32, 32]))
-    assert pixel(full, 0, 0) == RED and pixel(full, 31, 31) == RED and pixel(full, 16, 16) == [255, 255, 255]
-
-
-def test_attention_frame_ground_truth_and_mask():
-    mask = torch.zeros(16, 16, dtype=torch.bool)
-    mask[4:8, 4:8] = True
-    image = render_attention_frame(
-        torch.zeros(3, 16, 16), (0, 0, 8, 8), ground_truth=torch.tensor([[10.0, 10.0, 14.0, 14.0]]), mask=mask
-    )
-    assert pixel(image, 10, 12) == YELLOW
-    assert pixel(image, 5, 5) == [0, round(0.4 * 255), 0]  # 40 % green over black
-    assert pixel(image, 12, 4) == BLACK
-
-
-def test_render_memory_channel_mean_normalised_and_upsampled_nearest():
-    means = torch.tensor([[0.0, 1.0], [2.0, 4.0]])
-    memory = means + torch.tensor([-1.0, 1.0, -2.0, 2.0]).view(4, 1, 1)  # channel mean == means
-    image = render_memory(memory, size=(4, 4))
-    expected = torch.tensor([[0, 64], [128, 255]], dtype=torch.uint8).repeat_interleave(2, 0).repeat_interleave(2, 1)
-    assert torch.equal(image, expected.expand(3, 4, 4))
-    assert render_memory(memory).shape == (3, 256, 256)  # default: integer factor, longer side >= 256
-    assert render_memory(torch.full((8, 3, 5), 7.0)).eq(0).all()  # constant memory: black, no NaN
-
-
-def test_render_memory_rgb_undoes_per_channel_normalisation():
-    pattern = (torch.rand(6, 10) > 0.5).float()
-    pattern[0, 0], pattern[0, 1] = 0.0, 1.0
-    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-    memory = (pattern - mean.view(3, 1, 1)) / std.view(3, 1, 1)  # the input cell holds normalised pixels
-    image = render_memory(memory, size=(6, 10), window_box=(0, 0, 4, 4))
-    assert torch.equal(image[:, 4:, 4:], (pattern[4:, 4:] * 255).to(torch.uint8).expand(3, -1, -1))
-    assert pixel(image, 0, 2) == RED  # window border on top
 
 
 def test_images_read_back_exactly(tmp_path):

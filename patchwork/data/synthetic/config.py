@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from patchwork.data.index_cache import CACHE_ENV, data_cache_root
+
+__all__ = ["CACHE_ENV", "GENERATOR_VERSION", "SyntheticDataConfig", "SyntheticDataPaths", "default_cache_dir"]
 
 #: Bump when the generator's output changes for the same config: old caches are then ignored.
 GENERATOR_VERSION = 2
 
-#: Environment variable naming the data cache root (synthetic data goes to ``<it>/synthetic``).
-CACHE_ENV = "PATCHWORK_DATA_CACHE"
 
 
 @dataclass(frozen=True)
@@ -93,5 +94,4 @@ class SyntheticDataPaths:
 
 def default_cache_dir() -> Path:
     """``$PATCHWORK_DATA_CACHE/synthetic`` if set, else ``./data_cache/synthetic``."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else Path.cwd() / "data_cache") / "synthetic"
+    return data_cache_root() / "synthetic"
