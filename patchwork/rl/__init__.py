@@ -1,4 +1,4 @@
-"""Reinforcement learning for the attention network: rewards (Sec. 3.3), replay buffer, Double DQN."""
+"""Reinforcement learning for the attention network: rewards (Sec. 3.3; LFS Eq. 2), replay buffer, Double DQN."""
 
 from patchwork.rl.ddqn import (
     LinearEpsilon,
@@ -9,6 +9,7 @@ from patchwork.rl.ddqn import (
     polyak_update,
     td_loss,
 )
+from patchwork.rl.lfs_reward import lfs_reward
 from patchwork.rl.replay_buffer import DEFAULT_CAPACITY, ReplayBuffer
 from patchwork.rl.rewards import (
     EMPTY_GT_QUALITY,
@@ -36,6 +37,7 @@ __all__ = [
     "double_dqn_targets",
     "greedy_matched_iou_sum",
     "hard_update",
+    "lfs_reward",
     "patchwork_reward",
     "polyak_update",
     "segmentation_quality",
