@@ -1,6 +1,7 @@
 """Looking Fast and Slow (Liu et al. 2019): interleaved extractors, LSTM memory, SSDLite, the
 adaptive interleaving Q-network and asynchronous inference."""
 
+from patchwork.models.lfs.asynchronous import SimulatedAsynchronousInference, ThreadedAsynchronousInference
 from patchwork.models.lfs.detector import F0, F1, HISTORY_LENGTH, ExtraFeatureMaps, LookingFastSlowDetector
 from patchwork.models.lfs.extractors import (
     MobileNetV2Extractor,
@@ -18,6 +19,8 @@ __all__ = [
     "ExtraFeatureMaps",
     "LookingFastSlowDetector",
     "MobileNetV2Extractor",
+    "SimulatedAsynchronousInference",
+    "ThreadedAsynchronousInference",
     "check_matching_maps",
     "large_extractor",
     "small_extractor",
