@@ -163,6 +163,7 @@ def looking_fast_slow_detector(
     state_channels: int = 320,
     groups: int = 4,
     store_relu6_state: bool = False,
+    pre_bottleneck_state: str = "group",
     extra_channels: tuple[int, ...] = (256, 256, 256, 256),
     **detector_options: object,
 ) -> LookingFastSlowDetector:
@@ -170,7 +171,8 @@ def looking_fast_slow_detector(
 
     f0: MobileNetV2 ``width_f0`` at ``image_size``; f1: MobileNetV2 ``width_f1`` on the frame
     resized to half, last stride removed; the grouped bottleneck LSTM (``state_channels``,
-    ``groups``); SSDLite with ``extra_channels`` extra maps. ``weights_f0`` / ``weights_f1``:
+    ``groups``, ``store_relu6_state``, ``pre_bottleneck_state``: see
+    :class:`~patchwork.nn.GroupedBottleneckLSTM`); SSDLite with ``extra_channels`` extra maps. ``weights_f0`` / ``weights_f1``:
     local torchvision ``mobilenet_v2`` ``state_dict`` files of the same widths (or
     ``"imagenet"`` at width 1.0), as :func:`mobilenet_v2`; nothing is downloaded. Remaining
     keyword arguments go to :class:`~patchwork.models.lfs.LookingFastSlowDetector`.
@@ -181,7 +183,8 @@ def looking_fast_slow_detector(
     f0 = _lfs_extractor(width_f0, weights_f0, small=False)
     f1 = _lfs_extractor(width_f1, weights_f1, small=True)
     lstm = GroupedBottleneckLSTM(
-        [f0.out_channels, f1.out_channels], state_channels, groups, store_relu6_state=store_relu6_state
+        [f0.out_channels, f1.out_channels], state_channels, groups, store_relu6_state=store_relu6_state,
+        pre_bottleneck_state=pre_bottleneck_state,
     )
     return LookingFastSlowDetector(
         f0, f1, lstm, num_classes, image_size=image_size, extra_channels=extra_channels, **detector_options

@@ -21,14 +21,17 @@ Two facts of the authors' TensorFlow release differ from the paper's text; the p
 form is the default:
 
 * the release's pre-bottleneck is one separable convolution of ``[x_t, h_{t-1}]`` (the
-  whole ``h``) to ``S`` channels, split into groups afterwards; here each group sees its own
-  slice ``h_{t-1}^k`` as the paper's Fig. 3 draws it;
+  whole ``h``) to ``S`` channels, split into groups afterwards (``pre_bottleneck_state="full"``
+  here); by default each group sees its own slice ``h_{t-1}^k`` as the paper's Sec. 3.2 says.
+  The paper's MACs (Tab. 2: f1 path 84 M) match the release's form: at 320 x 320 it costs
+  7.4 M more multiply-adds with f1's 112 channels and 6.5 M more with f0's 448;
 * the release stores ``relu6(c)`` as the cell state (``store_relu6_state=True`` here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -75,9 +78,13 @@ class GroupedBottleneckLSTM(nn.Module):
         store_relu6_state: store ``relu6(c)`` rather than the clipped ``c`` (the TF release
             does; the paper does not say so).
         kernel_size: the depthwise kernel of every separable convolution.
+        pre_bottleneck_state: ``"group"``: group ``k`` of the pre-bottleneck reads
+            ``[x, h^k]`` (the paper); ``"full"``: one separable convolution reads ``[x, h]``
+            (the TF release).
 
     Weights (per extractor ``e``): ``pre_bottleneck[e]`` is a :class:`GroupedSeparableConv`
-    whose group ``k`` reads ``[x, h^k]`` (``C_e + S/G`` channels) and writes ``b^k``;
+    whose group ``k`` reads ``[x, h^k]`` (``C_e + S/G`` channels) and writes ``b^k`` (with
+    ``"full"``: one group reading ``[x, h]``, ``C_e + S`` channels, writing ``b``);
     ``gates`` is one whose group ``k`` reads ``b^k`` and writes ``[i^k, j^k, f^k, o^k]``.
     """
 
@@ -90,8 +97,11 @@ class GroupedBottleneckLSTM(nn.Module):
         forget_bias: float = 1.0,
         store_relu6_state: bool = False,
         kernel_size: int = 3,
+        pre_bottleneck_state: Literal["group", "full"] = "group",
     ) -> None:
         super().__init__()
+        if pre_bottleneck_state not in ("group", "full"):
+            raise ValueError(f"pre_bottleneck_state must be 'group' or 'full', got {pre_bottleneck_state!r}")
         if state_channels % groups:
             raise ValueError(f"state_channels={state_channels} is not divisible by groups={groups}")
         self.input_channels = [int(c) for c in input_channels]
@@ -100,11 +110,18 @@ class GroupedBottleneckLSTM(nn.Module):
         self.clip = float(clip)
         self.forget_bias = float(forget_bias)
         self.store_relu6_state = bool(store_relu6_state)
+        self.pre_bottleneck_state = pre_bottleneck_state
         per_group = self.state_channels // self.groups
-        self.pre_bottleneck = nn.ModuleList(
-            GroupedSeparableConv(self.groups * (c + per_group), self.state_channels, self.groups, kernel_size)
-            for c in self.input_channels
-        )
+        if pre_bottleneck_state == "group":
+            self.pre_bottleneck = nn.ModuleList(
+                GroupedSeparableConv(self.groups * (c + per_group), self.state_channels, self.groups, kernel_size)
+                for c in self.input_channels
+            )
+        else:
+            self.pre_bottleneck = nn.ModuleList(
+                GroupedSeparableConv(c + self.state_channels, self.state_channels, 1, kernel_size)
+                for c in self.input_channels
+            )
         self.gates = GroupedSeparableConv(self.state_channels, 4 * self.state_channels, self.groups, kernel_size)
 
     @property
@@ -119,6 +136,8 @@ class GroupedBottleneckLSTM(nn.Module):
 
     def bottleneck(self, x: Tensor, extractor: int, h: Tensor) -> Tensor:
         """``b_t``: ``x (B, C_e, h, w)`` and ``h_{t-1} (B, S, h, w)`` -> ``(B, S, h, w)``, in ``[0, 6]``."""
+        if self.pre_bottleneck_state == "full":
+            return F.relu6(self.pre_bottleneck[extractor](torch.cat([x, h], dim=1)))
         batch, _, height, width = x.shape
         h_groups = h.reshape(batch, self.groups, self.state_channels // self.groups, height, width)
         x_groups = x.unsqueeze(1).expand(-1, self.groups, -1, -1, -1)

@@ -116,3 +116,19 @@ def test_without_state_update_the_output_is_the_same_and_the_state_is_kept():
     assert torch.equal(kept, updated)
     assert c_kept is c and h_kept is h
     assert torch.equal(kept[:, :8], h_new) and not torch.equal(h_new, h)
+
+
+@torch.no_grad()
+def test_full_state_pre_bottleneck_reads_all_of_h():
+    torch.manual_seed(0)
+    cell = GroupedBottleneckLSTM([6], state_channels=8, groups=4, pre_bottleneck_state="full")
+    assert cell.pre_bottleneck[0].pointwise.weight.shape == (8, 6 + 8, 1, 1)
+    x, c, h = torch.rand(2, 6, 5, 5), torch.randn(2, 8, 5, 5), torch.rand(2, 8, 5, 5)
+    out, _, _ = cell(x, 0, c, h)
+    h2 = h.clone()
+    h2[:, 6:] += 1.0
+    out2, _, _ = cell(x, 0, c, h2)
+    assert out.shape == (2, 16, 5, 5)
+    assert (out2[:, 8:14] - out[:, 8:14]).abs().amax(dim=(0, 2, 3)).gt(0).all()  # every b^k sees h^3
+    with pytest.raises(ValueError):
+        GroupedBottleneckLSTM([6], state_channels=8, groups=4, pre_bottleneck_state="half")
