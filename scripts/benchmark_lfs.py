@@ -9,6 +9,8 @@
    tau + 1 frames on its own core (a camera, not a loop as fast as possible); each frame's
    latency is the main thread's step. Blocks of tau + 1 frames of "f1 alone" and "async"
    alternate. Target: async p95 within 15% of the f1 path alone.
+3. int8 (``int8=true``): the f0 and f1 paths of :func:`~patchwork.models.lfs.quantize_lfs`'s
+   model (extractors and SSDLite int8, LSTM float), interleaved with the float paths.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.evaluation.tables import markdown_table, write_json
 from patchwork.models import looking_fast_slow_detector
 from patchwork.models.inference import fold_batchnorm
-from patchwork.models.lfs import F0, F1, ThreadedAsynchronousInference
+from patchwork.models.lfs import F0, F1, ThreadedAsynchronousInference, quantize_lfs
 from patchwork.models.streaming import StepOutput
 
 
@@ -46,20 +48,25 @@ def main(cfg: DictConfig) -> None:
     model.to(memory_format=memory_format)
     video = torch.rand(cfg.warmup + cfg.frames, 3, *size).contiguous(memory_format=memory_format)
     video = [video[t : t + 1] for t in range(len(video))]  # (1, 3, H, W) frames
-    times = {"f0 path": [], "f1 path": [], "decoding": []}
+    models = {"": model}
+    if cfg.int8:
+        models["int8 "] = quantize_lfs(model, torch.cat(video[: cfg.warmup]))
+    times = {f"{prefix}{path}": [] for prefix in models for path in ("f0 path", "f1 path")}
+    times["decoding"] = []
     with torch.no_grad():
         # Both paths from the same memory, so each frame times exactly one extractor's step.
         state = model(video[0], torch.tensor([F0]), model.init_state(1)).state
 
-        def network(frame: torch.Tensor, action: int) -> dict:
-            memory_output, _ = model.remember(model.normalize(frame), torch.tensor([action]), state)
-            return model.detect(memory_output, size)
+        def network(frame: torch.Tensor, action: int, net=model) -> dict:
+            memory_output, _ = net.remember(net.normalize(frame), torch.tensor([action]), state)
+            return net.detect(memory_output, size)
 
         for t, frame in enumerate(video):
-            for name, action in (("f0 path", F0), ("f1 path", F1)):
-                elapsed = _timed(lambda: network(frame, action))
-                if t >= cfg.warmup:
-                    times[name].append(elapsed)
+            for prefix, net in models.items():
+                for name, action in (("f0 path", F0), ("f1 path", F1)):
+                    elapsed = _timed(lambda: network(frame, action, net))
+                    if t >= cfg.warmup:
+                        times[prefix + name].append(elapsed)
             out = StepOutput(raw=network(frame, F1), state=state)
             elapsed = _timed(lambda: model.predict(out))
             if t >= cfg.warmup:
@@ -102,6 +109,9 @@ def main(cfg: DictConfig) -> None:
     print("Synchronous, interleaved frame by frame (ms per frame)\n")
     print(markdown_table(rows, ["configuration", "median", "p95", "mean"], floats=".2f"))
     print(f"\nf0 path / f1 path (median, without decoding): {speedup:.2f}x (target >= 8x)")
+    if cfg.int8:
+        for path in ("f0 path", "f1 path"):
+            print(f"{path}: float / int8 (median): {sync[path]['median'] / sync['int8 ' + path]['median']:.2f}x")
     rows_async = [{"configuration": name, **{k: s[k] for k in ("median", "p95", "mean")}} for name, s in asyn.items()]
     print(
         f"\nAsynchronous, tau={cfg.tau}, a frame every {period:.1f} ms, f0 in a worker thread "
