@@ -74,3 +74,37 @@ TABLE5 = [
     _seg("SF interval=16, delay=15", (207, 52), 27.5, 20.8, interval=16, delay=15),
     _seg("Patchwork M=4, N=1", (221, 221), 42.2, 36.9, grid=(4, 1)),
 ]
+
+
+@dataclass(frozen=True)
+class LfsPaperRow:
+    """One Looking Fast and Slow row of its Tab. 2 (ImageNet VID, 320 x 320).
+
+    Attributes:
+        method: our label, e.g. ``"LFS interleaved tau=9"``.
+        tau: f0 once every ``tau + 1`` frames; 0 is f0 only, ``None`` f1 only.
+        asynchronous: f0 runs beside f1 (Sec. 3.5); the frame waits for the f1 path only.
+        paper: ``mflops_max``, ``mflops_avg`` (2 x the paper's MACs) and ``mAP`` in percent.
+            Tab. 2 lists one MAC figure per row: the amortised one (190 M interleaved), and for
+            async "84 (190)", per frame (f1 path) and amortised. The interleaved row's max is
+            the f0 frame, i.e. the f0-only figure.
+    """
+
+    method: str
+    tau: int | None
+    asynchronous: bool = False
+    paper: dict[str, float] = field(default_factory=dict)
+
+
+def _lfs(method: str, macs: tuple[float, float], map50: float, **options: object) -> LfsPaperRow:
+    paper = {"mflops_max": 2 * macs[0], "mflops_avg": 2 * macs[1], "mAP": map50}
+    return LfsPaperRow(method, paper=paper, **options)
+
+
+#: LFS Tab. 2 rows (the COCO-trained models; MACs: f0 1153 M, f1 84 M, interleaved 190 M).
+LFS_TABLE2 = [
+    _lfs("LFS f0 only", (1153, 1153), 63.9, tau=0),
+    _lfs("LFS f1 only", (84, 84), 30.6, tau=None),
+    _lfs("LFS interleaved tau=9", (1153, 190), 61.4, tau=9),
+    _lfs("LFS interleaved async tau=9", (84, 190), 60.4, tau=9, asynchronous=True),
+]

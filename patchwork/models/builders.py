@@ -14,9 +14,16 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.detector import PatchworkDetector
+from patchwork.models.lfs import (
+    AdaptiveInterleavingQNetwork,
+    LookingFastSlowDetector,
+    MobileNetV2Extractor,
+    large_extractor,
+    small_extractor,
+)
 from patchwork.models.segmenter import DeepLabLightHead, PatchworkSegmenter, os16_features
 from patchwork.models.stateful_mobilenet import CellVariant, StatefulMobileNetV2
-from patchwork.nn import WindowGrid
+from patchwork.nn import GroupedBottleneckLSTM, WindowGrid
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +57,24 @@ def mobilenet_v2(width_mult: float = 1.0, weights: str | os.PathLike[str] | None
             last[0].in_channels, narrowed, kernel_size=1, norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU6
         )
         model.classifier[-1] = nn.Linear(narrowed, model.classifier[-1].out_features)
+    features = mobilenet_v2_features_state(width_mult, weights)
+    if features is not None:
+        model.load_state_dict(features, strict=False)
+    return model
+
+
+def mobilenet_v2_features_state(
+    width_mult: float, weights: str | os.PathLike[str] | None
+) -> dict[str, torch.Tensor] | None:
+    """The ``features.*`` entries of a local mobilenet_v2 ``state_dict`` (see :func:`mobilenet_v2`
+    for ``weights``), or ``None`` when there is nothing to load. Never downloads."""
     if weights is None:
-        return model
+        return None
     if weights == "imagenet":
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET_WEIGHTS.url).name
         if width_mult != 1.0:
             log.warning("no ImageNet checkpoint exists for mobilenet_v2 width %s; training from scratch", width_mult)
-            return model
+            return None
         if not path.is_file():
             log.warning(
                 "ImageNet weights for mobilenet_v2 not found at %s (nothing is downloaded); training from scratch. "
@@ -64,7 +82,7 @@ def mobilenet_v2(width_mult: float = 1.0, weights: str | os.PathLike[str] | None
                 path,
                 path.name,
             )
-            return model
+            return None
     else:
         path = Path(weights)
         if not path.is_file():
@@ -73,9 +91,8 @@ def mobilenet_v2(width_mult: float = 1.0, weights: str | os.PathLike[str] | None
     features = {k: v for k, v in state.items() if k.startswith("features.")}
     if not features:
         raise ValueError(f"{path} holds no 'features.*' keys of a torchvision mobilenet_v2 state_dict")
-    model.load_state_dict(features, strict=False)
     log.info("loaded mobilenet_v2 weights from %s", path)
-    return model
+    return features
 
 
 def _grid(grid: WindowGrid | tuple[int, int]) -> WindowGrid:
@@ -130,3 +147,57 @@ def patchwork_segmenter(
         attention = AttentionQNetwork(backbone.out_channels, grid.num_windows, grid.slices, attention_hidden)
     head = DeepLabLightHead(backbone.out_channels, head_channels)
     return PatchworkSegmenter(backbone, head, attention=attention, history_alpha=history_alpha, width_mult=width_mult)
+
+
+def _lfs_extractor(width_mult: float, weights: str | os.PathLike[str] | None, small: bool) -> MobileNetV2Extractor:
+    extractor = (small_extractor if small else large_extractor)(torchvision.models.mobilenet_v2(width_mult=width_mult))
+    features = mobilenet_v2_features_state(width_mult, weights)
+    if features is not None:
+        # The extractor keeps torchvision's blocks 0..17 (the final 1x1 layer is dropped).
+        keys = extractor.features.state_dict().keys()
+        blocks = {k.removeprefix("features."): v for k, v in features.items()}
+        extractor.features.load_state_dict({k: v for k, v in blocks.items() if k in keys})
+    return extractor
+
+
+def looking_fast_slow_detector(
+    num_classes: int = 30,
+    image_size: tuple[int, int] = (320, 320),
+    width_f0: float = 1.4,
+    width_f1: float = 0.35,
+    weights_f0: str | os.PathLike[str] | None = None,
+    weights_f1: str | os.PathLike[str] | None = None,
+    state_channels: int = 320,
+    groups: int = 4,
+    store_relu6_state: bool = False,
+    pre_bottleneck_state: str = "group",
+    extra_channels: tuple[int, ...] = (256, 256, 256, 256),
+    adaptive_policy: bool = True,
+    **detector_options: object,
+) -> LookingFastSlowDetector:
+    """Looking Fast and Slow's interleaved detector (Liu et al. 2019, Sec. 3.1-3.2; Tab. 2's models).
+
+    f0: MobileNetV2 ``width_f0`` at ``image_size``; f1: MobileNetV2 ``width_f1`` on the frame
+    resized to half, last stride removed; the grouped bottleneck LSTM (``state_channels``,
+    ``groups``, ``store_relu6_state``, ``pre_bottleneck_state``: see
+    :class:`~patchwork.nn.GroupedBottleneckLSTM`); SSDLite with ``extra_channels`` extra maps. ``weights_f0`` / ``weights_f1``:
+    local torchvision ``mobilenet_v2`` ``state_dict`` files of the same widths (or
+    ``"imagenet"`` at width 1.0), as :func:`mobilenet_v2`; nothing is downloaded. Remaining
+    keyword arguments go to :class:`~patchwork.models.lfs.LookingFastSlowDetector`.
+    ``adaptive_policy``: attach the adaptive interleaving Q-network (Sec. 3.4) as the model's
+    policy network (trained by a policy stage; fixed interleaving does not read it).
+
+    Raises:
+        ValueError: ``image_size`` gives f0 and f1 maps of different sizes.
+    """
+    f0 = _lfs_extractor(width_f0, weights_f0, small=False)
+    f1 = _lfs_extractor(width_f1, weights_f1, small=True)
+    lstm = GroupedBottleneckLSTM(
+        [f0.out_channels, f1.out_channels], state_channels, groups, store_relu6_state=store_relu6_state,
+        pre_bottleneck_state=pre_bottleneck_state,
+    )
+    policy = AdaptiveInterleavingQNetwork(state_channels) if adaptive_policy else None
+    return LookingFastSlowDetector(
+        f0, f1, lstm, num_classes, image_size=image_size, extra_channels=extra_channels, policy=policy,
+        **detector_options,
+    )

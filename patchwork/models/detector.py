@@ -19,20 +19,23 @@ internal). Boxes are ``(x1, y1, x2, y2)`` in full-frame pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
-from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteHead
-from torchvision.ops import box_iou
-from torchvision.ops.misc import Conv2dNormActivation
 
+from patchwork.models.ssd_parts import (
+    SSD_BATCH_NORM,
+    default_boxes,
+    empty_detection,
+    halved_sizes,
+    multibox_loss,
+    postprocess,
+    separable_layer,
+)
 from patchwork.models.stateful import StatefulPass, cell_memories, insert_cells, run_stateful
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
 from patchwork.models.patchwork_model import PatchworkModel
@@ -43,17 +46,7 @@ from patchwork.nn import FrameMemory, StreamState
 #: which still sees stride 16 (Sandler et al. 2018, Sec. 6.2).
 STRIDE16_TAP = "features.14.conv.0"
 HIGH_RES_HEAD = "high_res_head"
-_BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
-
-
-def _separable_layer(in_channels: int, out_channels: int) -> nn.Sequential:
-    """One pyramid layer of Fig. 10: depthwise 3x3 stride 2, then pointwise (both BN + ReLU6)."""
-    return nn.Sequential(
-        Conv2dNormActivation(
-            in_channels, in_channels, 3, stride=2, groups=in_channels, norm_layer=_BN, activation_layer=nn.ReLU6
-        ),
-        Conv2dNormActivation(in_channels, out_channels, 1, norm_layer=_BN, activation_layer=nn.ReLU6),
-    )
+_BN = SSD_BATCH_NORM
 
 
 class FeaturePyramid(nn.Module):
@@ -67,7 +60,8 @@ class FeaturePyramid(nn.Module):
     def __init__(self, in_channels: int, channels: Sequence[int] = (256, 256, 256, 128)) -> None:
         super().__init__()
         sizes = [in_channels, *channels]
-        self.layers = nn.ModuleList(_separable_layer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        # One pyramid layer of Fig. 10: depthwise 3x3 stride 2, then pointwise (both BN + ReLU6).
+        self.layers = nn.ModuleList(separable_layer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out_channels = list(channels)
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -171,21 +165,13 @@ class PatchworkDetector(PatchworkModel):
         return self._anchors_and_mirror(image_size, device)[0]
 
     def _level_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
-        height, width = image_size[0] // 16, image_size[1] // 16
-        sizes = [(height, width)]
-        for _ in range(5):
-            # stride 2, kernel 3, padding 1: ceil(n / 2)
-            height, width = (height + 1) // 2, (width + 1) // 2
-            sizes.append((height, width))
-        return sizes
+        return halved_sizes((image_size[0] // 16, image_size[1] // 16), 6)
 
     def _anchors_and_mirror(self, image_size: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
         key = (*image_size, device)
         if key not in self._anchor_cache:
             sizes = self._level_sizes(image_size)
-            maps = [torch.empty(1, 1, h, w, device=device) for h, w in sizes]
-            images = ImageList(torch.empty(1, 3, *image_size, device=device), [tuple(image_size)])
-            anchors = self.anchor_generator(images, maps)[0]
+            anchors = default_boxes(self.anchor_generator, image_size, sizes, device)
             # Horizontal mirror of the default boxes: column x -> W - 1 - x on every level;
             # every box shape is symmetric, so each anchor maps to one anchor.
             per_location = self.anchor_generator.num_anchors_per_location()
@@ -249,26 +235,14 @@ class PatchworkDetector(PatchworkModel):
         return self._postprocess(out.raw, max(self.score_thresh, min_score or 0.0))
 
     def _postprocess(self, raw: dict[str, Any], score_thresh: float) -> list[dict[str, Tensor]]:
-        image_size = raw["image_size"]
-        anchors = self.anchors(image_size, raw["cls_logits"].device)
-        batch = raw["cls_logits"].shape[0]
-        settings = SimpleNamespace(
-            box_coder=self.box_coder, score_thresh=score_thresh, topk_candidates=self.topk_candidates,
-            nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img,
+        anchors = self.anchors(raw["image_size"], raw["cls_logits"].device)
+        return postprocess(
+            raw, anchors, self.box_coder, score_thresh, self.topk_candidates, self.nms_thresh, self.detections_per_img
         )
-        # torchvision's SSD post-processing (softmax, per-class top-k, batched NMS) reused as is.
-        detections = SSD.postprocess_detections(settings, raw, [anchors] * batch, [image_size] * batch)
-        for detection in detections:
-            detection["labels"] = detection["labels"] - 1
-        return detections
 
     def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
         """No boxes."""
-        return {
-            "boxes": torch.zeros(0, 4, device=device),
-            "scores": torch.zeros(0, device=device),
-            "labels": torch.zeros(0, dtype=torch.long, device=device),
-        }
+        return empty_detection(device)
 
     def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """SSD multibox loss: ``{"bbox_regression", "classification"}`` (torchvision's ``SSD.compute_loss``).
@@ -276,17 +250,8 @@ class PatchworkDetector(PatchworkModel):
         Args:
             targets: per stream ``{"boxes" (K, 4) xyxy pixels, "labels" (K,) in 0..num_classes-1}``.
         """
-        raw = out.raw
-        anchors = self.anchors(raw["image_size"], raw["cls_logits"].device)
-        ssd_targets, matched = [], []
-        for target in targets:
-            boxes = target["boxes"].to(anchors)
-            ssd_targets.append({"boxes": boxes, "labels": target["labels"].to(anchors.device).long() + 1})
-            if boxes.numel() == 0:
-                matched.append(torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device))
-            else:
-                matched.append(self.proposal_matcher(box_iou(boxes, anchors)))
-        return SSD.compute_loss(self, ssd_targets, raw, [anchors] * len(targets), matched)
+        anchors = self.anchors(out.raw["image_size"], out.raw["cls_logits"].device)
+        return multibox_loss(out.raw, targets, anchors, self.box_coder, self.proposal_matcher, self.neg_to_pos_ratio)
 
     def mirror_raw(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Raw outputs of mirrored frames mapped back: anchors mirrored, ``dx`` negated."""

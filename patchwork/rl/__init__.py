@@ -1,4 +1,4 @@
-"""Reinforcement learning: the learner and reward roles, Double DQN with replay, REINFORCE, rewards."""
+"""Reinforcement learning: the learner and reward roles, Double DQN with replay, REINFORCE, rewards (Patchwork Eq. 2, LFS Eq. 2)."""
 
 from patchwork.rl.ddqn import (
     LinearEpsilon,
@@ -11,6 +11,7 @@ from patchwork.rl.ddqn import (
 )
 from patchwork.rl.dqn_learner import DoubleDQN
 from patchwork.rl.reinforce import Reinforce, reinforce_loss
+from patchwork.rl.lfs_reward import lfs_reward
 from patchwork.rl.replay_buffer import DEFAULT_CAPACITY, ReplayBuffer
 from patchwork.rl.roles import Learner, Reward, RewardContext, RewardResult, Transition
 from patchwork.rl.rewards import (
@@ -50,6 +51,7 @@ __all__ = [
     "double_dqn_targets",
     "greedy_matched_iou_sum",
     "hard_update",
+    "lfs_reward",
     "patchwork_reward",
     "polyak_update",
     "reinforce_loss",
