@@ -9,7 +9,7 @@ and an image-pooling branch, a 1x1 projection and a 1x1 classifier.
 
 Pixel-wise segmentation is local, so the head runs on the window's partial map only
 (supplementary Sec. A). Its one global op, the image pooling, pools the restored
-full-frame map instead (a Patchwork cell before every global op, ``DESIGN.md`` Sec. 1).
+full-frame map instead (a Patchwork cell before every global op, Chai 2019, Sec. 3.2).
 The window's logits are written into a full-frame mask-logit memory, so every step
 yields a prediction for the whole frame: fresh inside the window, remembered elsewhere.
 """

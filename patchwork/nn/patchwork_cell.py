@@ -1,7 +1,7 @@
 """The stateful Patchwork cell (Sec. 3.2) and the full-frame memory it keeps.
 
-Notation of ``DESIGN.md`` Sec. 3: a layer has full-frame size ``H x W`` cells; the window
-has top-left ``(a, b)`` and size ``(h, w)`` cells at that layer.
+Notation (Chai 2019, Sec. 3.2): a layer has full-frame size ``H x W`` cells; the window has
+top-left ``(a, b)`` and size ``(h, w)`` cells at that layer.
 
 * State update: ``S_t[m, n] = X_t[m - a, n - b]`` inside the window, else ``S_{t-1}[m, n]``.
 * Feature propagation: ``X~_t`` is the window of ``S_t`` extended by the convolution's
