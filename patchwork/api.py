@@ -6,6 +6,7 @@
     model = pw.load("runs/quick/checkpoints/stage3/best.pt", device="cpu")
     for frame in pw.stream(model, "my_frames/", policy="dqn"):
         print(frame.index, frame.action, frame.overlay, frame.mflops, frame.ms, frame.predictions)
+    pw.annotate(model, "clip.mp4", "annotated.mp4")   # the predictions and choices drawn in, with a cost strip
 
 ``source`` is a folder of frames (image files in sorted name order), a ``(T, 3, H, W)`` tensor
 (uint8, or float in ``[0, 1]``), or a video file (mp4, webm, avi, ...; GIF), decoded lazily by
@@ -22,23 +23,26 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from patchwork.data.video_io import read_video_frames
+from patchwork.data import VID_NAMES
+from patchwork.data.video_io import read_video_frames, write_video
 from patchwork.engine.loading import LoadedModel, load_model
 from patchwork.engine.runner import StreamRunner
 from patchwork.models.baselines import rescale_prediction
 from patchwork.models.inference import evaluation_mode
 from patchwork.nn.flops import count_flops
 from patchwork.policies import build_policy
+from patchwork.render import render_stream_frame
 
-__all__ = ["LoadedModel", "StreamedFrame", "load", "stream"]
+__all__ = ["LoadedModel", "StreamedFrame", "annotate", "load", "stream"]
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +146,53 @@ def stream(
                                                                  source_size)
             yield StreamedFrame(index, rescale_prediction(prediction, image_size, source_size), action, overlay,
                                 mflops, ms)
+
+
+def annotate(
+    model: LoadedModel,
+    source: str | os.PathLike[str] | Tensor,
+    output: str | os.PathLike[str],
+    policy: str | Any = "dqn",
+    window: int = 0,
+    fps: float = 25.0,
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.5,
+    flops: bool = True,
+    generator_seed: int = 0,
+) -> Path:
+    """Write ``source`` streamed through ``model`` as a video with what the method saw and chose drawn in.
+
+    Each frame shows the predictions (boxes with class and score, or the mask), the action's
+    overlay (Patchwork's window, LFS's extractor, BlockCopy's executed blocks) and, along the
+    bottom, a strip of every frame's latency (ms, one thread of this process) and MFLOPs so far.
+    MFLOPs are counted in a second pass over the same frames with the same policy and seed
+    (counting slows every operation, so the timed pass does not count).
+
+    Args:
+        model: from :func:`load`.
+        source: as :func:`stream`.
+        output: the video to write (``.mp4``, ``.webm``, ``.avi``; ``.gif``; without the ``video``
+            extra a GIF beside it, see :func:`patchwork.data.video_io.write_video`).
+        class_names: names of the detector's classes (default: ImageNet VID's when it has 30).
+        flops: count MFLOPs for the strip.
+    Returns:
+        The path written.
+    """
+    net = model.model
+    if class_names is None and getattr(net, "num_classes", None) == len(VID_NAMES):
+        class_names = VID_NAMES
+    mflops = iter(frame.mflops for frame in stream(model, source, policy, window, True, generator_seed)) if flops \
+        else None
+
+    def frames() -> Iterator[Tensor]:
+        latencies, costs = [], []
+        for frame, streamed in zip(_frames(source), stream(model, source, policy, window, False, generator_seed)):
+            latencies.append(streamed.ms)
+            costs.append(next(mflops) if mflops is not None else float("nan"))
+            overlay = streamed.overlay
+            yield render_stream_frame(
+                frame, streamed.predictions, overlay.get("box"), class_names, score_threshold,
+                block_mask=overlay.get("blocks"), text=overlay.get("text"), latencies_ms=latencies, mflops=costs,
+            )
+
+    return write_video(output, frames(), fps=fps)

@@ -10,7 +10,7 @@ import torchvision
 from torchvision.io import write_png
 
 import patchwork.api as api
-from patchwork.data.video_io import VideoBackendMissing, write_video
+from patchwork.data.video_io import VideoBackendMissing, read_video_frames, write_video
 from patchwork.engine.checkpoint import make_payload, save_checkpoint
 from patchwork.models.baselines import rescale_prediction
 from patchwork.models.builders import patchwork_detector
@@ -120,3 +120,20 @@ def test_stream_a_video_file(trained, frames, tmp_path, monkeypatch):
         next(api.stream(loaded, movie))
     with pytest.raises(FileNotFoundError):
         next(api.stream(loaded, tmp_path / "missing"))
+
+
+def test_annotate_writes_a_playable_video_with_every_frame_drawn(trained, frames, tmp_path):
+    pytest.importorskip("av")
+    loaded = api.load(trained[1])
+    grey = torch.full((4, 3, *SOURCE_SIZE), 128, dtype=torch.uint8)  # nothing red but what is drawn
+    source = write_video(tmp_path / "clip.mp4", grey, fps=10, lossless=True)
+    path = api.annotate(loaded, source, tmp_path / "out" / "annotated.mp4", policy="scanning", fps=10,
+                        score_threshold=1.0)
+    decoded = list(read_video_frames(path))
+    # Every source frame once, at the source's size plus the 40-pixel cost strip.
+    assert len(decoded) == 4 and all(f.shape == (3, SOURCE_SIZE[0] + 40, SOURCE_SIZE[1]) for f in decoded)
+    # Window 0 of the 4x2 grid is the top-left quarter: its red outline is drawn there on frame 0, and
+    # nowhere in the bottom-right quarter (scanning: windows 0, 1, 2, 3 on frames 0-3).
+    red = lambda f: (f[0].int() - f[1].int() > 100) & (f[0].int() - f[2].int() > 100)  # noqa: E731
+    assert red(decoded[0][:, : SOURCE_SIZE[0] // 2, : SOURCE_SIZE[1] // 2]).sum() > 20
+    assert red(decoded[0][:, SOURCE_SIZE[0] // 2 + 8 : SOURCE_SIZE[0], SOURCE_SIZE[1] // 2 + 8 :]).sum() == 0
