@@ -24,6 +24,22 @@ from patchwork.rl.roles import Transition
 GradientReduction = Callable[[list[nn.Parameter]], None]
 
 
+def apply_gradients(
+    optimizer: torch.optim.Optimizer,
+    parameters: list[nn.Parameter],
+    max_grad_norm: float | None,
+    reduce_gradients: GradientReduction | None,
+) -> torch.Tensor:
+    """After ``backward``: reduce the gradients across processes, clip their norm, step; returns
+    the norm before clipping (an infinite limit measures it without changing the gradients)."""
+    if reduce_gradients is not None:
+        reduce_gradients(parameters)
+    limit = float("inf") if max_grad_norm is None else max_grad_norm
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
+    optimizer.step()
+    return grad_norm
+
+
 class DoubleDQN:
     """The Double DQN learner.
 
@@ -112,13 +128,8 @@ class DoubleDQN:
             loss, stats = ddqn_loss(self.network, self.target, batch, self.gamma, self.loss_kind)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        parameters = list(self.network.parameters())
-        if self.reduce_gradients is not None:
-            self.reduce_gradients(parameters)
-        # An infinite limit measures the norm without changing the gradients.
-        limit = float("inf") if self.max_grad_norm is None else self.max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
-        self.optimizer.step()
+        grad_norm = apply_gradients(self.optimizer, list(self.network.parameters()), self.max_grad_norm,
+                                    self.reduce_gradients)
         if self.target_update == "polyak":
             polyak_update(self.target, self.network, self.tau)
         elif (step + 1) % self.target_every == 0:

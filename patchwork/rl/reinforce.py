@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from patchwork.rl.dqn_learner import GradientReduction
+from patchwork.rl.dqn_learner import GradientReduction, apply_gradients
 from patchwork.rl.roles import Transition
 
 
@@ -112,12 +112,8 @@ class Reinforce:
             loss = torch.stack(self._pending).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        parameters = list(self.network.parameters())
-        if self.reduce_gradients is not None:
-            self.reduce_gradients(parameters)
-        limit = float("inf") if self.max_grad_norm is None else self.max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
-        self.optimizer.step()
+        grad_norm = apply_gradients(self.optimizer, list(self.network.parameters()), self.max_grad_norm,
+                                    self.reduce_gradients)
         reward = torch.stack(self._rewards).mean()
         self._pending.clear()
         self._rewards.clear()

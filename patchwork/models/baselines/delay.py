@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from patchwork.models.baselines.wrapper import HeldOutputs, StreamingWrapper, keyframe_state, split_state, state_device
+from patchwork.models.baselines.wrapper import KeyframeWrapper, split_state, state_device
 from patchwork.models.inference import evaluation_mode
-from patchwork.models.streaming import Description, Prediction, Stages, StepOutput, StreamingModel
+from patchwork.models.streaming import Description, Stages, StepOutput, StreamingModel
 from patchwork.nn import StreamState
 from patchwork.nn.flops import count_flops
 
@@ -77,7 +77,7 @@ class _InFlight:
     stages: Stages[StepOutput]
 
 
-class KeyframeDelay(StreamingWrapper):
+class KeyframeDelay(KeyframeWrapper):
     """``interval=K, delay=D``: a keyframe every ``K`` frames, its computation spread over ``D + 1`` frames.
 
     The keyframe's staged computation (:meth:`StreamingModel.step_stages`) is split into
@@ -125,7 +125,6 @@ class KeyframeDelay(StreamingWrapper):
             )
         self.interval = int(interval)
         self.delay = int(delay)
-        self.held = HeldOutputs(self.PREFIX)
         self._in_flight: _InFlight | None = None
         self._last_ticket = 0
         self._stage_flops: dict[tuple[int, int], list[int]] = {}
@@ -133,7 +132,7 @@ class KeyframeDelay(StreamingWrapper):
     def init_state(
         self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
     ) -> StreamState:
-        state = keyframe_state(self, batch_size, image_size, device)
+        state = super().init_state(batch_size, image_size, device)
         state[self.TICKET] = torch.zeros_like(state[self.COUNTER])
         # Measured here, outside the frames whose cost is counted.
         self.stage_flops(image_size, state[self.COUNTER].device)
@@ -221,15 +220,6 @@ class KeyframeDelay(StreamingWrapper):
         if last:
             raise RuntimeError("the model's step_stages yielded more times than when it was measured")
         return None
-
-    def observe(self, out: StepOutput) -> dict[str, Tensor] | None:
-        """The policy observation of the last keyframe that finished."""
-        return self.held.held_observation(out.state)
-
-    def predict(self, out: StepOutput, min_score: float | None = None) -> list[Prediction]:
-        """The predictions of the last keyframe that finished ``D`` frames after it started."""
-        device = out.state[self.COUNTER].device
-        return self.held.read(out.state, lambda: self.model.empty_prediction(out.raw["image_size"], device))
 
     def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         raise NotImplementedError(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from patchwork.models.baselines.wrapper import HeldOutputs, StreamingWrapper, keyframe_state, split_state, write_streams
-from patchwork.models.streaming import Description, Prediction, StepOutput, StreamingModel
+from patchwork.models.baselines.wrapper import KeyframeWrapper, split_state, write_streams
+from patchwork.models.streaming import Description, StepOutput, StreamingModel
 from patchwork.nn import StreamState
 
 
-class KeyframeInterval(StreamingWrapper):
+class KeyframeInterval(KeyframeWrapper):
     """``interval=K``: run the model on every ``K``-th frame of each stream, copy its predictions in between.
 
     Each stream has its own frame counter ``t`` (state ``"keyframe.counter"``, ``(B,)``);
@@ -37,12 +37,6 @@ class KeyframeInterval(StreamingWrapper):
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
         self.interval = int(interval)
-        self.held = HeldOutputs(self.PREFIX)
-
-    def init_state(
-        self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
-    ) -> StreamState:
-        return keyframe_state(self, batch_size, image_size, device)
 
     def forward_raw(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
         counter = state[self.COUNTER]
@@ -67,15 +61,6 @@ class KeyframeInterval(StreamingWrapper):
         new_state[self.COUNTER] = counter + 1
         raw = {"keyframe_streams": streams, "keyframe": keyframe, "image_size": tuple(frames.shape[-2:])}
         return StepOutput(raw, new_state)
-
-    def observe(self, out: StepOutput) -> dict[str, Tensor] | None:
-        """The policy observation of each stream's last keyframe."""
-        return self.held.held_observation(out.state)
-
-    def predict(self, out: StepOutput, min_score: float | None = None) -> list[Prediction]:
-        """The held predictions of each stream's last keyframe (copies made at the keyframe, not recomputed)."""
-        device = out.state[self.COUNTER].device
-        return self.held.read(out.state, lambda: self.model.empty_prediction(out.raw["image_size"], device))
 
     def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """The model's loss on this step's keyframe streams; ``{}`` when no stream had a keyframe."""

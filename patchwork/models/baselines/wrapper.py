@@ -182,15 +182,34 @@ def pad_dim1(padded: Tensor, width: int) -> Tensor:
     return torch.cat((padded, extra), dim=1)
 
 
-def keyframe_state(
-    wrapper: "KeyframeInterval | KeyframeDelay", batch_size: int, image_size: tuple[int, int],
-    device: torch.device | str | None,
-) -> StreamState:
-    """The wrapped model's state plus a per-stream frame counter and the held outputs."""
-    state = wrapper.model.init_state(batch_size, image_size, device)
-    check_free_prefix(state, wrapper.PREFIX, type(wrapper).__name__)
-    device = state_device(state, device)
-    state[wrapper.COUNTER] = torch.zeros(batch_size, dtype=torch.long, device=device)
-    wrapper.held.init(state, batch_size, device)
-    return state
+class KeyframeWrapper(StreamingWrapper):
+    """What the keyframe baselines share: a per-stream frame counter (``COUNTER``) and the held
+    outputs of the last finished keyframe, which every other frame predicts and observes."""
+
+    COUNTER: str
+    PREFIX: str
+
+    def __init__(self, model: StreamingModel) -> None:
+        super().__init__(model)
+        self.held = HeldOutputs(self.PREFIX)
+
+    def init_state(
+        self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
+    ) -> StreamState:
+        """The wrapped model's state plus the frame counter and the held outputs."""
+        state = self.model.init_state(batch_size, image_size, device)
+        check_free_prefix(state, self.PREFIX, type(self).__name__)
+        device = state_device(state, device)
+        state[self.COUNTER] = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.held.init(state, batch_size, device)
+        return state
+
+    def observe(self, out: StepOutput) -> dict[str, Tensor] | None:
+        """The policy observation of each stream's last finished keyframe."""
+        return self.held.held_observation(out.state)
+
+    def predict(self, out: StepOutput, min_score: float | None = None) -> list[Prediction]:
+        """The held predictions of each stream's last finished keyframe (copies, not recomputed)."""
+        device = out.state[self.COUNTER].device
+        return self.held.read(out.state, lambda: self.model.empty_prediction(out.raw["image_size"], device))
 
