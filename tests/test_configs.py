@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from patchwork.data import FakeVideoSynthesizer, SyntheticDataConfig
-from patchwork.engine.stages import PolicyStage, SupervisedStage
+from patchwork.engine.stages import ClipSupervisedStage, PolicyStage, SupervisedStage
 from patchwork.engine.train import build_stage
 from patchwork.models.streaming import StreamingModel
 from patchwork.nn import WindowGrid
@@ -121,8 +121,26 @@ def test_test_tiny_and_quick_experiments_exist():
     assert {"quick", "test_tiny"} <= set(EXPERIMENTS)
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_its_parts_instantiate(name, synthetic_frames):
+PATCHWORK_EXPERIMENTS = [name for name in EXPERIMENTS if not name.startswith("lfs")]
+LFS_EXPERIMENTS = [name for name in EXPERIMENTS if name.startswith("lfs")]
+
+
+def check_common_parts(cfg: DictConfig, name: str) -> None:
+    """The cheap parts instantiate (the data would generate or read whole datasets: not here)."""
+    assert isinstance(instantiate(cfg.learner).keywords["epsilon"], LinearEpsilon)
+    assert instantiate(cfg.reward).task == ("segmentation" if "segmentation" in name else "detection")
+    if "generator" in cfg.data:
+        assert isinstance(instantiate(cfg.data.generator), SyntheticDataConfig)
+    assert isinstance(instantiate(cfg.data.fake_video), FakeVideoSynthesizer)
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    optimizer = instantiate(cfg.optim.optimizer)([parameter], lr=0.1)
+    first = next(iter(cfg.stage.values()))
+    scheduler = instantiate(cfg.optim.scheduler)(optimizer, max_lr=0.1, total_steps=int(first.steps))
+    optimizer.step(), scheduler.step()
+
+
+@pytest.mark.parametrize("name", PATCHWORK_EXPERIMENTS)
+def test_every_patchwork_experiment_composes_and_its_parts_instantiate(name, synthetic_frames):
     cfg = compose_config(overrides=[f"experiment={name}"])
     grid = WindowGrid(*cfg.model.grid)
     image_size = tuple(cfg.data.image_size)
@@ -137,17 +155,7 @@ def test_every_experiment_composes_and_its_parts_instantiate(name, synthetic_fra
     for stage in stages.values():
         assert int(stage.steps) > 0 and int(stage.checkpoint_every) > 0
     assert grid.num_windows > 1  # stages 2 and 3 learn an attention policy over the windows
-
-    # The cheap parts instantiate (the data would generate or read whole datasets: not here).
-    assert isinstance(instantiate(cfg.learner.epsilon), LinearEpsilon)
-    assert instantiate(cfg.reward).task == ("segmentation" if "segmentation" in name else "detection")
-    if "generator" in cfg.data:
-        assert isinstance(instantiate(cfg.data.generator), SyntheticDataConfig)
-    assert isinstance(instantiate(cfg.data.fake_video), FakeVideoSynthesizer)
-    parameter = torch.nn.Parameter(torch.zeros(3))
-    optimizer = instantiate(cfg.optim.optimizer)([parameter], lr=0.1)
-    scheduler = instantiate(cfg.optim.scheduler)(optimizer, max_lr=0.1, total_steps=int(cfg.stage.stage1.steps))
-    optimizer.step(), scheduler.step()
+    check_common_parts(cfg, name)
 
     # Stage 1's single-frame model and the recurrent stages' Patchwork model both take a step
     # (at the configured image size when that is small, else at the smallest fitting size).
@@ -157,6 +165,21 @@ def test_every_experiment_composes_and_its_parts_instantiate(name, synthetic_fra
     check_model_steps(stage1_model, small, synthetic_frames)
     model = instantiate(cfg.model, width_mult=SMALL_WIDTH, weights=None)  # weights: not read in a test
     assert model.grid == grid
+    check_model_steps(model, small, synthetic_frames)
+
+
+@pytest.mark.parametrize("name", LFS_EXPERIMENTS)
+def test_every_lfs_experiment_composes_and_its_model_steps(name, synthetic_frames):
+    cfg = compose_config(overrides=[f"experiment={name}"])
+    assert list(cfg.stage) == ["lfs_detection", "lfs_policy"]
+    stages = {name: build_stage(cfg, name) for name in cfg.stage}
+    assert isinstance(stages["lfs_detection"], ClipSupervisedStage) and not stages["lfs_detection"].policy.needs_scores
+    assert isinstance(stages["lfs_policy"], PolicyStage) and stages["lfs_policy"].lr_task is None
+    check_common_parts(cfg, name)
+    image_size = tuple(cfg.data.image_size)
+    small = image_size if max(image_size) <= 128 else (64, 64)
+    model = instantiate(cfg.model, image_size=list(small), width_f0=SMALL_WIDTH, state_channels=16,
+                        extra_channels=[16, 16, 16, 16])
     check_model_steps(model, small, synthetic_frames)
 
 
@@ -178,8 +201,8 @@ def test_every_experiment_only_sets_keys_that_exist(name):
             assert isinstance(parent, DictConfig) and "_target_" in parent, f"{name}.yaml sets unknown key {path}"
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_every_model_config_builds_and_steps(name, synthetic_frames):
+@pytest.mark.parametrize("name", [m for m in MODELS if not m.startswith("lfs")])  # LFS: with its experiments
+def test_every_patchwork_model_config_builds_and_steps(name, synthetic_frames):
     cfg = compose_config(overrides=[f"model={name}"])
     grid = WindowGrid(*cfg.model.grid)
     model = instantiate(cfg.model, width_mult=SMALL_WIDTH, weights=None)

@@ -2,6 +2,8 @@
 
 * :class:`SupervisedStage`: a model trained with its task loss on single frames mixing video
   frames and stills (Patchwork's stage 1, Chai 2019, Sec. 3.4).
+* :class:`ClipSupervisedStage`: the task loss on clips unrolled under a hand-designed policy
+  (Looking Fast and Slow's detection training, Liu et al. 2019, Sec. 3.3).
 * :class:`PolicyStage`: streams of clips through the model under a learner's behaviour policy;
   the learner (Double DQN, REINFORCE) improves the model's policy network from a reward
   (Patchwork's stage 2); with ``lr_task`` the task network is fine-tuned jointly with the task
@@ -257,6 +259,92 @@ class SupervisedStage:
                 runtime.checkpoint(step + 1, None)
         bar.close()
         return last
+
+
+# --------------------------------------------------------------------------- clips
+@dataclass
+class ClipSupervisedStage:
+    """The task network trained on clips, unrolled over each clip's frames under a hand-designed
+    policy, every frame's task loss backpropagated through the model's state (Looking Fast and
+    Slow, Liu et al. 2019, Sec. 3.3: clips of six steps, a uniformly random extractor per step).
+
+    Args:
+        steps: optimiser steps (one batch of clips each).
+        streams: clips per step (per rank).
+        lr: the peak learning rate of the run's ``optim.scheduler``.
+        policy: the actions the clips run under (a policy that reads no scores).
+        max_grad_norm: gradient clipping (``None``: none).
+        checkpoint_every: steps between checkpoints.
+        model_overrides: arguments the model config is instantiated with for this stage.
+    """
+
+    steps: int
+    streams: int
+    lr: float
+    policy: Any
+    max_grad_norm: float | None = 10.0
+    checkpoint_every: int = 500
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    trains_policy = False
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        """Train from the stage's last checkpoint (or step 0) to ``steps``; returns the last logged losses."""
+        cfg, dist, runtime = ctx.cfg, ctx.dist, ctx.runtime
+        if self.policy.needs_scores:
+            raise ValueError(f"{ctx.name} unrolls clips under a hand-designed policy, got {self.policy!r}")
+        model = ctx.build_model(**dict(self.model_overrides)).to(dist.device)
+        if ctx.previous is not None:
+            _load_task_weights(model, ctx.previous)
+        parameters = model.task_parameters()
+        optimizer = ctx.optimizer(self.lr)(parameters)
+        scheduler = instantiate(cfg.optim.scheduler)(optimizer, max_lr=float(self.lr), total_steps=int(self.steps))
+        generator = torch.Generator().manual_seed(int(cfg.seed) * 7919 + dist.rank)
+        objects = {"models": {"model": model}, "optimizers": {"optimizer": optimizer},
+                   "schedulers": {"scheduler": scheduler}, "generators": {"policy": generator}}
+        start = _restore(ctx, **objects)
+        runtime.checkpoint = ctx.save_fn(
+            lambda step: make_payload(step=step, stage=ctx.name, config=ctx.config(), **objects))
+        batches = ResumableBatches(
+            ctx.data.clip_dataset(), int(self.streams), seed=int(cfg.seed) + 1, rank=dist.rank,
+            world_size=dist.world_size, num_workers=int(cfg.num_workers),
+        ).stream(start)
+        bar = _progress(runtime, start, self.steps, ctx.name)
+        last: dict[str, float] = {}
+        for step in range(start, self.steps):
+            batch = next(batches)
+            frames = _frames(batch["frames"], dist.device)
+            targets = to_device_targets(batch["targets"], dist.device)
+            model.train()
+            runner = StreamRunner(model, self.policy, generator=generator, decode=False)
+            runner.start(frames.shape[0], tuple(frames.shape[-2:]), dist.device)
+            frame_losses: list[dict[str, Tensor]] = []
+            with runtime.autocast():
+                for t in range(frames.shape[1]):
+                    out = runner.step(frames[:, t]).out
+                    frame_losses.append(model.loss(out, [clip[t] for clip in targets]))
+            losses = {k: torch.stack([f[k] for f in frame_losses]).mean() for k in frame_losses[0]}
+            loss = sum(losses.values())
+            check_finite({**losses, "loss": loss}, step, runtime.last_checkpoint())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(parameters, dist)
+            if self.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if runtime.on_step_end is not None:
+                runtime.on_step_end(step + 1, model)
+            bar.update(1)
+            if (step + 1) % runtime.log_every == 0 or step + 1 == self.steps:
+                last = {f"losses/{k}": float(v.detach()) for k, v in losses.items()} | {"losses/total": float(loss.detach())}
+                runtime.logger.scalars({**last, "charts/lr": scheduler.get_last_lr()[0]}, step + 1)
+                bar.set_postfix(loss=f"{last['losses/total']:.3f}")
+            if (step + 1) % self.checkpoint_every == 0 or step + 1 == self.steps:
+                runtime.checkpoint(step + 1, None)
+        bar.close()
+        ctx.finish(int(self.steps), objects, {"final": last})
+        return {"final": last}
 
 
 # --------------------------------------------------------------------------- policy

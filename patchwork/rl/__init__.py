@@ -11,7 +11,7 @@ from patchwork.rl.ddqn import (
 )
 from patchwork.rl.dqn_learner import DoubleDQN
 from patchwork.rl.reinforce import Reinforce, reinforce_loss
-from patchwork.rl.lfs_reward import lfs_reward
+from patchwork.rl.lfs_reward import LossDifferenceReward, lfs_reward
 from patchwork.rl.replay_buffer import DEFAULT_CAPACITY, ReplayBuffer
 from patchwork.rl.roles import Learner, Reward, RewardContext, RewardResult, Transition
 from patchwork.rl.rewards import (
@@ -36,6 +36,7 @@ __all__ = [
     "DoubleDQN",
     "Learner",
     "LinearEpsilon",
+    "LossDifferenceReward",
     "Reinforce",
     "ReplayBuffer",
     "Reward",

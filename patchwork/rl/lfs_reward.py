@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from patchwork.rl.rewards import SCORE_THRESHOLD, detection_quality_batch
+from patchwork.rl.roles import RewardContext, RewardResult
+
 
 def lfs_reward(losses: Tensor, actions: Tensor, gamma: float) -> Tensor:
     """LFS Eq. 2 for ``B`` streams.
@@ -30,3 +33,42 @@ def lfs_reward(losses: Tensor, actions: Tensor, gamma: float) -> Tensor:
     actions = actions.to(device=losses.device, dtype=torch.long)
     chosen = losses.gather(1, actions.unsqueeze(1)).squeeze(1)
     return losses.min(dim=1).values - chosen + gamma * (actions == 1).to(losses.dtype)
+
+
+class LossDifferenceReward:
+    """LFS Eq. 2 as the policy stage's reward: every extractor is run on the frame from the state
+    the frame started from (Algorithm 1), each stream's detection loss ``L(D^i)`` taken, and
+    :func:`lfs_reward` paid for the extractor that ran.
+
+    The model must offer ``loss_per_stream(out, targets) -> (B,)``
+    (:class:`~patchwork.models.lfs.LookingFastSlowDetector` does). The logged quality is the
+    detection quality ``f`` of Patchwork's Eq. 3 on the predictions made.
+
+    Args:
+        gamma: the speed bonus of f1 (the paper sweeps 1.5 ... 0.1).
+    """
+
+    min_score: float | None = SCORE_THRESHOLD
+    task = "detection"
+
+    def __init__(self, gamma: float = 0.5) -> None:
+        self.gamma = float(gamma)
+
+    def __call__(self, context: RewardContext) -> RewardResult:
+        model, frames, batch = context.model, context.frames, context.frames.shape[0]
+        with torch.no_grad():
+            losses = torch.stack([
+                model.loss_per_stream(
+                    model.forward_raw(frames, torch.full((batch,), action, dtype=torch.long, device=frames.device),
+                                      context.state_before),
+                    context.targets,
+                )
+                for action in range(model.action_space.n)
+            ], dim=1)  # (B, m)
+        quality = detection_quality_batch([p["boxes"] for p in context.predictions],
+                                          [p["scores"] for p in context.predictions],
+                                          [t["boxes"] for t in context.targets])
+        return RewardResult(lfs_reward(losses, context.actions, self.gamma), quality)
+
+    def __repr__(self) -> str:
+        return f"LossDifferenceReward(gamma={self.gamma})"

@@ -200,3 +200,41 @@ def test_stage3_keeps_batchnorm_frozen_and_fine_tunes_the_rest(tmp_path, monkeyp
              and name not in initial.policy_parameter_names()]
     assert any(not torch.equal(final[name], state[name]) for name in convs)
     assert any(not torch.equal(final[name], state[name]) for name in initial.policy_parameter_names())
+
+
+# ------------------------------------------------------------- Looking Fast and Slow's stages
+def _lfs_config(tmp_path, run):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=["experiment=lfs_test_tiny", "device=cpu", f"run_dir={tmp_path / run}"])
+
+
+def test_lfs_stages_train_checkpoint_and_resume_exactly(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
+    summary = train(_lfs_config(tmp_path, "straight"))
+    assert set(summary) == {"lfs_detection", "lfs_policy"} and "val_quality_learned" in summary["lfs_policy"]
+    for stage, at in (("lfs_detection", 2), ("lfs_policy", 2)):
+        def interrupt_after(directory, name, dist, stage=stage, at=at):
+            def hook(step, model):
+                if name == stage and step == at + 1:  # after step `at`'s checkpoint: a kill mid-stage
+                    raise Interrupted
+            return hook
+
+        with monkeypatch.context() as patch:
+            patch.setattr(train_module, "_parameter_dump", interrupt_after)
+            cfg = _lfs_config(tmp_path, "resumed")
+            cfg.resume = stage != "lfs_detection"
+            with pytest.raises(Interrupted):
+                train(cfg)
+    cfg = _lfs_config(tmp_path, "resumed")
+    cfg.resume = True
+    train(cfg)
+    for stage in ("lfs_detection", "lfs_policy"):
+        straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / stage / "last.pt")
+        resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / stage / "last.pt")
+        for key, value in straight["models"]["model"].items():
+            assert torch.equal(value, resumed["models"]["model"][key]), (stage, key)
+    # The policy stage moved only the interleaving Q-network: the detector is the detection stage's.
+    detection = load_checkpoint(tmp_path / "straight" / "checkpoints" / "lfs_detection" / "last.pt")["models"]["model"]
+    policy = load_checkpoint(tmp_path / "straight" / "checkpoints" / "lfs_policy" / "last.pt")["models"]["model"]
+    moved = {k for k in policy if not torch.equal(policy[k], detection[k])}
+    assert moved and all(k.startswith("interleaving.") for k in moved)
