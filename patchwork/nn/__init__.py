@@ -1,7 +1,8 @@
-"""The Patchwork core as pure tensor operations: window grid, action history, cells, state."""
+"""The Patchwork core as pure tensor operations: window and block grids, action history, cells, state."""
 
 from patchwork.nn.action_history import ActionHistory
-from patchwork.nn.patchwork_cell import FrameMemory, PatchworkCell, conv_context
+from patchwork.nn.block_grid import BlockGrid
+from patchwork.nn.patchwork_cell import ContextCell, FrameMemory, PatchworkCell, PoolingCell, conv_context
 from patchwork.nn.stream_state import StreamState
 from patchwork.nn.window_grid import NETWORK_STRIDE, WindowGrid
 from patchwork.nn.window_ops import WindowPlacement, gather_windows, scatter_windows
@@ -9,8 +10,11 @@ from patchwork.nn.window_ops import WindowPlacement, gather_windows, scatter_win
 __all__ = [
     "NETWORK_STRIDE",
     "ActionHistory",
+    "BlockGrid",
+    "ContextCell",
     "FrameMemory",
     "PatchworkCell",
+    "PoolingCell",
     "StreamState",
     "WindowGrid",
     "WindowPlacement",

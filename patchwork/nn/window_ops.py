@@ -1,4 +1,4 @@
-"""Batched window reads and writes on full-frame maps: one window per stream, no Python loop.
+"""Batched window reads and writes on full-frame maps: one or many windows per stream, no Python loop.
 
 Maps are kept in ``channels_last`` layout, so a map is a table of cells whose ``C``
 channels are contiguous. A batch of windows is then one list of cell indices, and a
@@ -7,7 +7,10 @@ element-wise ``gather``); a write is one ``index_copy_``.
 
 A :class:`WindowPlacement` holds the windows' corners for one step and caches the cell
 indices per map geometry, so the many cells of a network that share a stride share one
-index computation per frame.
+index computation per frame. Patchwork places one window per stream; BlockCopy places a
+set of equal-size windows (the executed blocks of all streams, stacked on the batch
+dimension), each with the index of the stream it belongs to: the same reads and writes
+serve both.
 """
 
 from __future__ import annotations
@@ -45,20 +48,29 @@ def _row_weights(width: int, device: torch.device) -> Tensor:
 
 
 class WindowPlacement:
-    """Where each stream's window lies at one layer, plus cached cell indices.
+    """Where the windows lie at one layer, plus cached cell indices.
 
     Args:
-        corners: LongTensor ``(B, 2)`` of the windows' ``(top, left)`` in frame cells of
+        corners: LongTensor ``(N, 2)`` of the windows' ``(top, left)`` in frame cells of
             the layer; every window read or written must lie inside the map (not
             checked: checking would cost a device sync per call).
+        streams: LongTensor ``(N,)``, the stream (batch index of the full-frame maps) each
+            window belongs to; ``None`` (Patchwork) means one window per stream, window
+            ``n`` in stream ``n``. Windows written in one call must not overlap.
     """
 
-    def __init__(self, corners: Tensor) -> None:
+    def __init__(self, corners: Tensor, streams: Tensor | None = None) -> None:
         self.corners = corners
+        self.streams = streams
         self._indices: dict[tuple[int, ...], Tensor] = {}
 
+    @property
+    def num_windows(self) -> int:
+        """``N``, the number of windows (the batch size of the windows read or written)."""
+        return self.corners.shape[0]
+
     def cell_index(self, map_size: tuple[int, int], shift: tuple[int, int], size: tuple[int, int]) -> Tensor:
-        """Flat indices ``(B * h * w,)`` of the windows in the ``(B * Hp * Wp)`` cells of a map.
+        """Flat indices ``(N * h * w,)`` of the windows in the ``(B * Hp * Wp)`` cells of a map.
 
         Args:
             map_size: ``(Hp, Wp)`` of the map.
@@ -70,10 +82,36 @@ class WindowPlacement:
         if index is None:
             device = self.corners.device
             first = (self.corners * _row_weights(map_size[1], device)).sum(1)
-            first = first + _stream_starts(self.corners.shape[0], map_size, shift, device)
+            if self.streams is None:
+                first = first + _stream_starts(self.corners.shape[0], map_size, shift, device)
+            else:
+                first = first + (self.streams * (map_size[0] * map_size[1]) + (shift[0] * map_size[1] + shift[1]))
             index = (first[:, None] + _window_pattern(size, map_size[1], device)).reshape(-1)
             self._indices[key] = index
         return index
+
+    def outside_frame(self, frame_size: tuple[int, int], offset: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        """Which cells of windows read at ``corner + offset`` lie outside a ``frame_size`` frame.
+
+        Args:
+            frame_size: ``(H, W)`` of the frame, in cells of the layer.
+            offset: ``(dy, dx)`` added to every corner (e.g. minus the context).
+            size: ``(h, w)`` of the windows read.
+        Returns:
+            BoolTensor ``(N, 1, h, w)``, cached like :meth:`cell_index` (a max pooling masks
+            these cells with ``-inf``, the padding it implies).
+        """
+        key = (-1, *frame_size, *offset, *size)
+        mask = self._indices.get(key)
+        if mask is None:
+            device = self.corners.device
+            rows = self.corners[:, :1] + offset[0] + torch.arange(size[0], device=device)  # (N, h)
+            cols = self.corners[:, 1:] + offset[1] + torch.arange(size[1], device=device)  # (N, w)
+            outside_rows = (rows < 0) | (rows >= frame_size[0])
+            outside_cols = (cols < 0) | (cols >= frame_size[1])
+            mask = (outside_rows[:, :, None] | outside_cols[:, None, :])[:, None]
+            self._indices[key] = mask
+        return mask
 
 
 def to_channels_last(maps: Tensor) -> Tensor:
@@ -94,30 +132,31 @@ def _from_cells(cells: Tensor, batch: int, size: tuple[int, int]) -> Tensor:
 def gather_windows(
     maps: Tensor, placement: WindowPlacement, size: tuple[int, int], shift: tuple[int, int] = (0, 0)
 ) -> Tensor:
-    """Read one window per stream.
+    """Read the windows of ``placement`` (one per stream, or a stacked set of windows).
 
     Args:
         maps: ``(B, C, Hp, Wp)`` full-frame maps (channels-last avoids a copy).
-        placement: the windows' corners.
+        placement: the windows' corners (and streams).
         size: ``(h, w)`` of the windows.
         shift: ``(dy, dx)`` added to every corner.
     Returns:
-        ``(B, C, h, w)``, a new channels-last tensor; differentiable with respect to ``maps``.
+        ``(N, C, h, w)`` (``N = B`` for one window per stream), a new channels-last
+        tensor; differentiable with respect to ``maps``.
     """
     maps = to_channels_last(maps)
     index = placement.cell_index(tuple(maps.shape[-2:]), shift, size)
-    return _from_cells(_cells(maps).index_select(0, index), maps.shape[0], size)
+    return _from_cells(_cells(maps).index_select(0, index), placement.num_windows, size)
 
 
 def scatter_windows(
     maps: Tensor, windows: Tensor, placement: WindowPlacement, inplace: bool, shift: tuple[int, int] = (0, 0)
 ) -> Tensor:
-    """Write one window per stream into full-frame maps.
+    """Write the windows of ``placement`` into full-frame maps.
 
     Args:
         maps: ``(B, C, Hp, Wp)`` channels-last.
-        windows: ``(B, C, h, w)`` the values to write.
-        placement: the windows' corners.
+        windows: ``(N, C, h, w)`` the values to write (``N = B`` for one window per stream).
+        placement: the windows' corners (and streams); the windows must not overlap.
         inplace: write into ``maps`` itself (no full-frame copy; for inference) or into a
             copy (so autograd can reach both the old maps and the window).
         shift: ``(dy, dx)`` added to every corner.

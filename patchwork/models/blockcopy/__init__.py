@@ -1,0 +1,7 @@
+"""BlockCopy (Verelst and Tuytelaars, ICCV 2021): block-sparse execution with feature transfer, policy network."""
+
+from patchwork.models.blockcopy.network import FRAME_STATE, BlockCopyNetwork
+from patchwork.models.blockcopy.ops import Handling
+from patchwork.models.blockcopy.plan import ConversionError
+
+__all__ = ["FRAME_STATE", "BlockCopyNetwork", "ConversionError", "Handling"]
