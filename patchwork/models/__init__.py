@@ -1,6 +1,7 @@
-"""Networks: the stateful MobileNetV2 backbone, the task models built on it, and baselines."""
+"""Networks: the stateful MobileNetV2 backbone, the task models built on it, baselines, BlockCopy."""
 
 from patchwork.models.attention import AttentionQNetwork
+from patchwork.models.blockcopy import BlockCopyNetwork
 from patchwork.models.baselines import Flip, KeyframeDelay, KeyframeInterval, Resolution
 from patchwork.models.builders import mobilenet_v2, patchwork_detector, patchwork_segmenter
 from patchwork.models.detector import PatchworkDetector
@@ -10,6 +11,7 @@ from patchwork.models.streaming import StepOutput, StreamingModel
 
 __all__ = [
     "AttentionQNetwork",
+    "BlockCopyNetwork",
     "DeepLabLightHead",
     "Flip",
     "KeyframeDelay",

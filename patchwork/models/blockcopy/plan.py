@@ -103,7 +103,10 @@ def probe_shapes(graph_module: fx.GraphModule, grid: BlockGrid, in_channels: int
     meta = copy.deepcopy(graph_module).to("meta")
     size = (PROBE_BLOCKS[0] * grid.block_size, PROBE_BLOCKS[1] * grid.block_size)
     probe = torch.empty(PROBE_BATCH, in_channels, *size, device="meta")
-    ShapeProp(meta).propagate(probe)
+    try:
+        ShapeProp(meta).propagate(probe)
+    except Exception as error:  # noqa: BLE001 - re-raised with context
+        raise ConversionError(f"the network fails on a {tuple(probe.shape)} probe frame: {error}") from error
     return {node.name: node.meta.get("tensor_meta") for node in meta.graph.nodes}
 
 
