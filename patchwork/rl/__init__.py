@@ -1,4 +1,7 @@
-"""Reinforcement learning for the attention network: rewards (Sec. 3.3), replay buffer, Double DQN."""
+"""Reinforcement learning: Patchwork's rewards (Sec. 3.3), replay buffer, Double DQN; BlockCopy's
+information gain, per-block reward and REINFORCE loss."""
+
+from patchwork.rl.blockcopy_reward import blockcopy_rewards, execution_cost, reinforce_loss, running_cost
 
 from patchwork.rl.ddqn import (
     LinearEpsilon,
@@ -8,6 +11,11 @@ from patchwork.rl.ddqn import (
     hard_update,
     polyak_update,
     td_loss,
+)
+from patchwork.rl.information_gain import (
+    block_information_gain,
+    detection_information_gain,
+    segmentation_information_gain,
 )
 from patchwork.rl.replay_buffer import DEFAULT_CAPACITY, ReplayBuffer
 from patchwork.rl.rewards import (
@@ -28,16 +36,23 @@ __all__ = [
     "SCORE_THRESHOLD",
     "LinearEpsilon",
     "ReplayBuffer",
+    "block_information_gain",
+    "blockcopy_rewards",
     "ddqn_loss",
     "ddqn_update",
+    "detection_information_gain",
     "detection_quality",
     "detection_quality_batch",
     "detection_rewards",
     "double_dqn_targets",
+    "execution_cost",
     "greedy_matched_iou_sum",
     "hard_update",
     "patchwork_reward",
     "polyak_update",
+    "reinforce_loss",
+    "running_cost",
+    "segmentation_information_gain",
     "segmentation_quality",
     "segmentation_rewards",
     "td_loss",
