@@ -3,5 +3,6 @@
 from patchwork.models.blockcopy.network import FRAME_STATE, BlockCopyNetwork
 from patchwork.models.blockcopy.ops import Handling
 from patchwork.models.blockcopy.plan import ConversionError
+from patchwork.models.blockcopy.policy_net import PolicyNet
 
-__all__ = ["FRAME_STATE", "BlockCopyNetwork", "ConversionError", "Handling"]
+__all__ = ["FRAME_STATE", "BlockCopyNetwork", "ConversionError", "Handling", "PolicyNet"]
