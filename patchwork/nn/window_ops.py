@@ -26,6 +26,9 @@ CHANNELS_LAST = torch.channels_last
 # 4-byte floats makes the in-place state update about twice as fast (a pure bit copy).
 _WIDE = torch.complex128
 _WIDE_BYTES = 16
+# index_copy_ of many large windows is slower on the CPU than copying each window as a strided
+# slice (rows of w * C contiguous values): 4x at 64x64-cell blocks, even at 16x16.
+_SLICE_MIN_CELLS = 256
 
 
 @lru_cache(maxsize=1024)
@@ -63,11 +66,20 @@ class WindowPlacement:
         self.corners = corners
         self.streams = streams
         self._indices: dict[tuple[int, ...], Tensor] = {}
+        self._host: list[tuple[int, int, int]] | None = None
 
     @property
     def num_windows(self) -> int:
         """``N``, the number of windows (the batch size of the windows read or written)."""
         return self.corners.shape[0]
+
+    def _first_cells(self, map_size: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+        """Flat index ``(N,)`` of each window's top-left cell (plus ``shift``) in the ``(B * Hp * Wp)`` cells."""
+        device = self.corners.device
+        first = (self.corners * _row_weights(map_size[1], device)).sum(1)
+        if self.streams is None:
+            return first + _stream_starts(self.corners.shape[0], map_size, shift, device)
+        return first + (self.streams * (map_size[0] * map_size[1]) + (shift[0] * map_size[1] + shift[1]))
 
     def cell_index(self, map_size: tuple[int, int], shift: tuple[int, int], size: tuple[int, int]) -> Tensor:
         """Flat indices ``(N * h * w,)`` of the windows in the ``(B * Hp * Wp)`` cells of a map.
@@ -80,15 +92,29 @@ class WindowPlacement:
         key = (*map_size, *shift, *size)
         index = self._indices.get(key)
         if index is None:
-            device = self.corners.device
-            first = (self.corners * _row_weights(map_size[1], device)).sum(1)
-            if self.streams is None:
-                first = first + _stream_starts(self.corners.shape[0], map_size, shift, device)
-            else:
-                first = first + (self.streams * (map_size[0] * map_size[1]) + (shift[0] * map_size[1] + shift[1]))
-            index = (first[:, None] + _window_pattern(size, map_size[1], device)).reshape(-1)
+            first = self._first_cells(map_size, shift)
+            index = (first[:, None] + _window_pattern(size, map_size[1], self.corners.device)).reshape(-1)
             self._indices[key] = index
         return index
+
+    def row_index(self, map_size: tuple[int, int], shift: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        """Flat cell indices ``(N * h,)`` of the first cell of every window row (cached like :meth:`cell_index`)."""
+        key = (-2, *map_size, *shift, *size)
+        index = self._indices.get(key)
+        if index is None:
+            first = self._first_cells(map_size, shift)
+            rows = torch.arange(size[0], device=self.corners.device) * map_size[1]
+            index = (first[:, None] + rows[None, :]).reshape(-1)
+            self._indices[key] = index
+        return index
+
+    @property
+    def host_windows(self) -> list[tuple[int, int, int]]:
+        """``(stream, top, left)`` of every window as Python ints (one device read, then cached)."""
+        if self._host is None:
+            streams = torch.arange(self.num_windows, device=self.corners.device) if self.streams is None else self.streams
+            self._host = [tuple(row) for row in torch.cat((streams[:, None], self.corners), dim=1).tolist()]
+        return self._host
 
     def outside_frame(self, frame_size: tuple[int, int], offset: tuple[int, int], size: tuple[int, int]) -> Tensor:
         """Which cells of windows read at ``corner + offset`` lie outside a ``frame_size`` frame.
@@ -124,6 +150,15 @@ def _cells(maps: Tensor) -> Tensor:
     return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
 
 
+def _rows(maps: Tensor, width: int) -> Tensor:
+    """Overlapping ``(B * H * W - width + 1, width * C)`` view of channels-last ``maps``: row ``i``
+    holds the ``width`` cells starting at cell ``i`` (contiguous in memory), so one index per
+    window row reads a whole row of a window."""
+    channels = maps.shape[1]
+    flat = maps.permute(0, 2, 3, 1).reshape(-1)
+    return flat.as_strided((flat.numel() // channels - width + 1, width * channels), (channels, 1))
+
+
 def _from_cells(cells: Tensor, batch: int, size: tuple[int, int]) -> Tensor:
     """Inverse of :func:`_cells`: ``(B * h * w, C)`` rows to a channels-last ``(B, C, h, w)``."""
     return cells.view(batch, size[0], size[1], cells.shape[1]).permute(0, 3, 1, 2)
@@ -144,8 +179,14 @@ def gather_windows(
         tensor; differentiable with respect to ``maps``.
     """
     maps = to_channels_last(maps)
-    index = placement.cell_index(tuple(maps.shape[-2:]), shift, size)
-    return _from_cells(_cells(maps).index_select(0, index), placement.num_windows, size)
+    if placement.streams is None:
+        index = placement.cell_index(tuple(maps.shape[-2:]), shift, size)
+        return _from_cells(_cells(maps).index_select(0, index), placement.num_windows, size)
+    # Many windows (BlockCopy's blocks): one index per window row reads ``w * C`` contiguous
+    # values at once, up to ~3x faster on the CPU than one index per cell for large blocks.
+    index = placement.row_index(tuple(maps.shape[-2:]), shift, size)
+    rows = _rows(maps, size[1]).index_select(0, index)  # (N * h, w * C)
+    return _from_cells(rows.view(-1, maps.shape[1]), placement.num_windows, size)
 
 
 def scatter_windows(
@@ -167,6 +208,8 @@ def scatter_windows(
         raise ValueError("scatter_windows(inplace=True) needs channels-last maps")
     maps = to_channels_last(maps)
     size = (windows.shape[-2], windows.shape[-1])
+    if placement.streams is not None and size[0] * size[1] >= _SLICE_MIN_CELLS and maps.device.type == "cpu":
+        return _scatter_slices(maps, windows, placement, inplace, shift)
     index = placement.cell_index(tuple(maps.shape[-2:]), shift, size)
     cells = _cells(maps)
     source = windows.permute(0, 2, 3, 1).reshape(-1, windows.shape[1])
@@ -175,4 +218,17 @@ def scatter_windows(
     if (cells.shape[1] * cells.element_size()) % _WIDE_BYTES == 0 and maps.device.type == "cpu":
         cells, source = cells.view(_WIDE), source.contiguous().view(_WIDE)
     cells.index_copy_(0, index, source)
+    return maps
+
+
+def _scatter_slices(
+    maps: Tensor, windows: Tensor, placement: WindowPlacement, inplace: bool, shift: tuple[int, int]
+) -> Tensor:
+    """:func:`scatter_windows` of many large windows, one strided slice copy per window."""
+    if not inplace:
+        maps = maps.clone(memory_format=CHANNELS_LAST)
+    height, width = windows.shape[-2], windows.shape[-1]
+    for n, (stream, top, left) in enumerate(placement.host_windows):
+        top, left = top + shift[0], left + shift[1]
+        maps[stream, :, top : top + height, left : left + width].copy_(windows[n])
     return maps

@@ -112,3 +112,20 @@ def test_pooling_cell_refuses_layouts_it_cannot_align():
         PoolingCell(nn.MaxPool2d(3, 2, 1, ceil_mode=True), channels=1)
     with pytest.raises(ValueError, match="count_include_pad"):
         PoolingCell(nn.AvgPool2d(3, 1, 1, count_include_pad=False), channels=1)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (16, 16)], ids=["cell index", "slices"])
+def test_many_window_reads_and_writes_are_differentiable(size):
+    # Small windows go through the cell index, large ones through per-window slices.
+    h, w = size
+    maps = torch.randn(2, 2, 2 * h + 1, 2 * w, dtype=torch.float64, requires_grad=True)  # a 1-row border on top
+    windows = torch.randn(3, 2, h, w, dtype=torch.float64, requires_grad=True)
+    placement = WindowPlacement(torch.tensor([[0, w], [h, 0], [h, w]]), torch.tensor([0, 1, 1]))
+
+    def read_after_write(maps, windows):
+        written = scatter_windows(maps.contiguous(memory_format=torch.channels_last), windows, placement, False, (1, 0))
+        return gather_windows(written, placement, (h + 1, w))  # each window with the row above it
+
+    if h > 2:
+        assert placement.host_windows == [(0, 0, w), (1, h, 0), (1, h, w)]
+    torch.autograd.gradcheck(read_after_write, (maps, windows), fast_mode=True)
