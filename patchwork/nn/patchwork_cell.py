@@ -240,6 +240,18 @@ class PatchworkCell(ContextCell):
         """``ValidConv2d(X~_t)``: ``(N, C_in, h', w')`` -> ``(N, C_out, h / stride, w / stride)``."""
         return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
+    def forward(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> tuple[Tensor, Tensor]:
+        """One step: state update, feature propagation, VALID convolution (Sec. 3.2).
+
+        Args: as :meth:`propagate`.
+        Returns:
+            ``Y_t`` of shape ``(N, C_out, h / stride, w / stride)`` and ``S_t``.
+        """
+        # The base class's forward, with the convolution inlined: this runs once per cell per
+        # frame on Patchwork's hot path.
+        extended, memory = self.propagate(window, memory, placement)
+        return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups), memory
+
     def forward_full(self, frame: Tensor) -> tuple[Tensor, Tensor]:
         """The stateless convolution on a whole frame ``(B, C_in, H, W)``; also returns the memory it leaves."""
         out = F.conv2d(
