@@ -9,9 +9,10 @@ BatchNorm folded, channels-last):
 * ``ceiling``: the plain network on the executed blocks stacked as a batch (the same
   pixels without halos, memories or global ops: what block-sparse execution could reach).
 
-The block-sparse frame is split as the paper's Tab. 3 (overhead, feature transfer, ops) with
-``torch.profiler`` ranges; "overhead points" are overhead + transfer as a share of the dense
-frame time. Targets at 1024x512 with 128-px blocks and 30% executed: frame time <= 0.45 of
+Each block-sparse frame is also split as the paper's Tab. 3 (overhead, feature transfer,
+ops; wall-clock, :func:`~patchwork.models.blockcopy.profiling.frame_time_split`); "overhead
+points" are overhead + transfer in percent of the dense frame time. The top lines of a
+``torch.profiler`` table of one block-sparse frame follow. Targets at 1024x512 with 128-px blocks and 30% executed: frame time <= 0.45 of
 dense, overhead <= 15 points.
 """
 
@@ -33,14 +34,14 @@ from patchwork.models.inference import fold_batchnorm
 from patchwork.nn import BlockGrid, gather_windows
 
 
-def dense_network(model: str, width: float, fold_bn: bool) -> tuple[torch.nn.Module, str]:
+def dense_network(network: str, width: float, fold_bn: bool) -> tuple[torch.nn.Module, str]:
     """The dense module and the method computing its output."""
-    if model == "detector":
+    if network == "detector":
         net, method = patchwork_detector((1, 1), width_mult=width, num_classes=30).eval(), "forward_dense"
-    elif model == "features":
+    elif network == "features":
         net, method = mobilenet_v2(width).features.eval(), "forward"
     else:
-        raise ValueError(f"model must be 'detector' or 'features', got {model!r}")
+        raise ValueError(f"network must be 'detector' or 'features', got {network!r}")
     if fold_bn:
         fold_batchnorm(net)
     return net.to(memory_format=torch.channels_last), method
@@ -65,26 +66,33 @@ def benchmark_setting(cfg: DictConfig, dense: torch.nn.Module, method: str, imag
     state = net.init_state(1, image_size)
     _, state = net.forward_full(video[0], state)
     times = {"dense": [], "blockcopy": [], "ceiling": []}
+    splits = []
     masks = []
     for t, frame in enumerate(video):
         mask = random_mask(grid, image_size, cfg.executed, generator)
         masks.append(mask)
         blocks = gather_windows(frame, grid.placements(mask, [1])[1], (block_size, block_size))
-        steps = {
-            "dense": lambda: run_dense(frame),
-            "blockcopy": lambda: net(frame, mask, state),
-            "ceiling": lambda: run_dense(blocks),
-        }
-        for name, step in steps.items():
-            start = time.perf_counter()
-            out = step()
-            elapsed = time.perf_counter() - start
-            if name == "blockcopy":
-                state = out[1]
+        outputs = {}
+
+        def sparse_step() -> None:
+            outputs["blockcopy"] = net(frame, mask, state)
+
+        for name, step in (("dense", lambda: run_dense(frame)), ("blockcopy", None), ("ceiling", lambda: run_dense(blocks))):
+            if step is None:
+                split = frame_time_split(sparse_step)
+                state = outputs["blockcopy"][1]
+                elapsed = split["total"]
+                if t >= cfg.warmup:
+                    splits.append(split)
+            else:
+                start = time.perf_counter()
+                step()
+                elapsed = 1e3 * (time.perf_counter() - start)
             if t >= cfg.warmup:
-                times[name].append(1e3 * elapsed)
+                times[name].append(elapsed)
     medians = {name: summarize_latency(values)["median"] for name, values in times.items()}
-    split = frame_time_split(lambda: net(video[-1], masks[-1], state))
+    # Each part's share of its own frame, averaged: applied to the median frame time below.
+    split = {key: sum(s[key] / s["total"] for s in splits) / len(splits) for key in ("overhead", "transfer", "ops")}
     fraction = medians["blockcopy"] / medians["dense"]
     row = {
         "setting": f"{image_size[0]}x{image_size[1]}, bs {block_size}",
@@ -109,17 +117,17 @@ def benchmark_setting(cfg: DictConfig, dense: torch.nn.Module, method: str, imag
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    dense, method = dense_network(cfg.model, cfg.width, cfg.fold_bn)
+    dense, method = dense_network(cfg.network, cfg.width, cfg.fold_bn)
     rows = [
         benchmark_setting(cfg, copy.deepcopy(dense), method, tuple(s.image_size), s.block_size) for s in cfg.settings
     ]
     print(
-        f"BlockCopy on {cfg.model} (width {cfg.width}), {cfg.executed:.0%} of blocks executed, {cfg.threads} thread(s), "
+        f"BlockCopy on {cfg.network} (width {cfg.width}), {cfg.executed:.0%} of blocks executed, {cfg.threads} thread(s), "
         f"{cfg.frames} frames per configuration, interleaved; fractions of the dense frame time\n"
     )
     columns = ["setting", "dense_ms", "blockcopy_ms", "ceiling_ms", "fraction", "ceiling_fraction", "overhead_points"]
     print(markdown_table(rows, columns, floats=".2f"))
-    print("\nBlock-sparse frame split (Tab. 3 parts, fractions of the profiled frame):\n")
+    print("\nBlock-sparse frame split (Tab. 3 parts, mean share of the block-sparse frame):\n")
     print(markdown_table(rows, ["setting", "overhead", "transfer", "ops"], floats=".3f"))
     for row in rows:
         if "profile" in row:

@@ -6,6 +6,9 @@ blocks of all streams are stacked on the batch dimension (stream by stream, each
 raster order) and placed at every layer like Patchwork's windows are: a
 :class:`~patchwork.nn.window_ops.WindowPlacement` per layer stride, each block with the
 index of its stream, so the Patchwork cells run them unchanged.
+
+The index tables of every block position are computed once per map geometry and kept;
+a frame only picks the rows of its executed blocks (one ``index_select`` per geometry).
 """
 
 from __future__ import annotations
@@ -79,6 +82,15 @@ class BlockGrid:
         """Every block executed, BoolTensor ``(B, H // bs, W // bs)`` (a video's first frame)."""
         return torch.ones(batch_size, *self.blocks_per_axis(image_size), dtype=torch.bool, device=device)
 
+    def _all_blocks(self, batch: int, blocks: tuple[int, int], stride: int, device: torch.device) -> WindowPlacement:
+        """Every block of ``batch`` streams at ``stride`` (cached with its index tables)."""
+        cache = self.__dict__.setdefault("_all_blocks_cache", {})
+        key = (batch, blocks, stride, device)
+        if key not in cache:
+            streams, rows, cols = torch.ones(batch, *blocks, dtype=torch.bool, device=device).nonzero(as_tuple=True)
+            cache[key] = WindowPlacement(torch.stack((rows, cols), dim=1) * self.block_cells(stride), streams)
+        return cache[key]
+
     def placements(self, mask: Tensor, strides: Iterable[int]) -> dict[int, WindowPlacement]:
         """The executed blocks at each layer stride.
 
@@ -93,11 +105,44 @@ class BlockGrid:
         """
         if mask.dim() != 3:
             raise ValueError(f"execution mask must be (B, H // bs, W // bs), got shape {tuple(mask.shape)}")
-        streams, rows, cols = mask.to(torch.bool).nonzero(as_tuple=True)
-        blocks = torch.stack((rows, cols), dim=1)  # (N, 2) block coordinates
-        return {stride: WindowPlacement(blocks * self.block_cells(stride), streams) for stride in strides}
+        ids = mask.to(torch.bool).reshape(-1).nonzero().squeeze(1)  # (N,) flat block ids, stream-major
+        batch, blocks = mask.shape[0], (mask.shape[1], mask.shape[2])
+        placements = {}
+        for stride in strides:
+            every = self._all_blocks(batch, blocks, stride, mask.device)
+            placements[stride] = _ExecutedBlocks(every, ids)
+        return placements
 
     def to_pixels(self, blocks: Tensor) -> Tensor:
         """Per-block values ``(..., H // bs, W // bs)`` repeated over their pixels, ``(..., H, W)``."""
         bs = self.block_size
         return blocks.repeat_interleave(bs, dim=-2).repeat_interleave(bs, dim=-1)
+
+
+class _ExecutedBlocks(WindowPlacement):
+    """The executed subset ``ids`` of every block's placement: index tables are rows of its tables."""
+
+    def __init__(self, every: WindowPlacement, ids: Tensor) -> None:
+        super().__init__(every.corners.index_select(0, ids), every.streams.index_select(0, ids))
+        self._every, self._ids = every, ids
+
+    def _rows_of(self, table: Tensor) -> Tensor:
+        return table.view(self._every.num_windows, -1).index_select(0, self._ids).view(-1, *table.shape[1:])
+
+    def cell_index(self, map_size: tuple[int, int], shift: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        key = (*map_size, *shift, *size)
+        if key not in self._indices:
+            self._indices[key] = self._rows_of(self._every.cell_index(map_size, shift, size)).reshape(-1)
+        return self._indices[key]
+
+    def row_index(self, map_size: tuple[int, int], shift: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        key = (-2, *map_size, *shift, *size)
+        if key not in self._indices:
+            self._indices[key] = self._rows_of(self._every.row_index(map_size, shift, size)).reshape(-1)
+        return self._indices[key]
+
+    def outside_frame(self, frame_size: tuple[int, int], offset: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        key = (-1, *frame_size, *offset, *size)
+        if key not in self._indices:
+            self._indices[key] = self._every.outside_frame(frame_size, offset, size).index_select(0, self._ids)
+        return self._indices[key]

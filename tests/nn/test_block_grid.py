@@ -129,3 +129,15 @@ def test_many_window_reads_and_writes_are_differentiable(size):
     if h > 2:
         assert placement.host_windows == [(0, 0, w), (1, h, 0), (1, h, w)]
     torch.autograd.gradcheck(read_after_write, (maps, windows), fast_mode=True)
+
+
+def test_executed_blocks_pick_the_rows_of_every_blocks_cached_tables():
+    grid = BlockGrid(64)
+    for mask in (torch.tensor([[[True, False, True], [False, True, False]]]).expand(2, -1, -1).clone(),
+                 torch.tensor([[[False, False, False], [True, False, False]], [[True, True, True], [True, True, True]]])):
+        placement = grid.placements(mask, [32])[32]
+        fresh = WindowPlacement(placement.corners, placement.streams)
+        for args in (((4, 6), (1, 1), (2, 2)), ((6, 8), (0, 0), (4, 4))):
+            assert torch.equal(placement.cell_index(*args), fresh.cell_index(*args))
+            assert torch.equal(placement.row_index(*args), fresh.row_index(*args))
+        assert torch.equal(placement.outside_frame((4, 6), (-1, -1), (4, 4)), fresh.outside_frame((4, 6), (-1, -1), (4, 4)))

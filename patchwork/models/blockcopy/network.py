@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
-from torch.autograd.profiler import record_function
 from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from patchwork.models.blockcopy.ops import Handling
 from patchwork.models.blockcopy.plan import ConversionError, NodePlan, Planner, describe, trace
+from patchwork.models.blockcopy.profiling import OVERHEAD, TRANSFER, part
 from patchwork.nn import BlockGrid, ContextCell, FrameMemory, PatchworkCell, PoolingCell, StreamState, WindowPlacement
 from patchwork.nn.window_ops import gather_windows
 
@@ -30,11 +30,6 @@ FRAME_STATE = "frame_state"
 #: Prefix of the state keys of dense memories (values densified for global ops and outputs).
 VALUE_PREFIX = "value."
 
-#: ``torch.profiler`` ranges splitting a frame's time as the paper's Tab. 3 does: reading
-#: blocks and halos (sparse-execution overhead) and writing executed blocks into the
-#: memories (feature transfer); the rest of the network's time is the ops themselves.
-OVERHEAD_RANGE = "blockcopy.overhead"
-TRANSFER_RANGE = "blockcopy.transfer"
 
 
 def _rebuild(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -196,7 +191,7 @@ class BlockCopyNetwork(nn.Module):
         expected = (frames.shape[0], *self.grid.blocks_per_axis((frames.shape[-2], frames.shape[-1])))
         if tuple(mask.shape) != expected:
             raise ValueError(f"execution mask has shape {tuple(mask.shape)}, expected (B, H // bs, W // bs) = {expected}")
-        with record_function(OVERHEAD_RANGE):
+        with part(OVERHEAD):
             placements = self.grid.placements(mask.to(frames.device), self.strides)
         return self._run(frames, StreamState(state), placements)
 
@@ -215,7 +210,7 @@ class BlockCopyNetwork(nn.Module):
                     state[key] = memory.write_full(env[name])
                     dense[name] = env[name]
                 else:
-                    with record_function(TRANSFER_RANGE):
+                    with part(TRANSFER):
                         state[key] = memory.write(state[key], env[name], placements[memory.stride])
                     dense[name] = memory.frame(state[key])
             return dense[name]
@@ -227,7 +222,7 @@ class BlockCopyNetwork(nn.Module):
             conversion = plan.to_blocks.get(arg.name)
             if placements is None or conversion is None:
                 return value
-            with record_function(OVERHEAD_RANGE):
+            with part(OVERHEAD):
                 placement = placements[plan.in_stride]
                 if conversion == "streams":
                     return value.index_select(0, placement.streams)
@@ -262,9 +257,9 @@ class BlockCopyNetwork(nn.Module):
         if placements is None:
             state[FRAME_STATE] = self.frame_memory.write_full(frames)
             return frames
-        with record_function(OVERHEAD_RANGE):
+        with part(OVERHEAD):
             blocks = gather_windows(frames, placements[1], (self.grid.block_size, self.grid.block_size))
-        with record_function(TRANSFER_RANGE):
+        with part(TRANSFER):
             state[FRAME_STATE] = self.frame_memory.write(state[FRAME_STATE], blocks, placements[1])
         return blocks
 
@@ -275,9 +270,9 @@ class BlockCopyNetwork(nn.Module):
             out, state[key] = cell.forward_full(x)
             return out
         placement = placements[cell.memory.stride]
-        with record_function(TRANSFER_RANGE):
+        with part(TRANSFER):
             memory = cell.memory.write(state[key], x, placement)
-        with record_function(OVERHEAD_RANGE):
+        with part(OVERHEAD):
             extended = cell.extend(memory, placement, (x.shape[-2], x.shape[-1]))
         state[key] = memory
         return cell.apply(extended, memory, placement)

@@ -1,44 +1,74 @@
 """Where a BlockCopy frame's time goes, split as the paper's Tab. 3 does.
 
-Parts: the sparse-execution overhead (splitting frames into blocks, reading halos, converting
-dense per-stream values to blocks, finding the executed blocks), the feature transfer
+Parts: the sparse-execution overhead (finding the executed blocks, splitting frames into
+blocks, reading halos, converting dense per-stream values to blocks), the feature transfer
 (writing executed blocks into the memories that keep the previous features), the policy
 network, the information gain, and the task network's ops themselves (the rest).
 :class:`~patchwork.models.blockcopy.network.BlockCopyNetwork` marks the first two with
-``torch.profiler`` ranges; a caller marks its policy and information gain with
-:data:`POLICY_RANGE` and :data:`INFORMATION_GAIN_RANGE` (``record_function``).
+:class:`part`; a caller marks its policy and information gain the same way
+(``with part(POLICY): ...``).
+
+Times are wall-clock (``time.perf_counter``) accumulated while :func:`frame_time_split` runs:
+a profiler's per-op bookkeeping would inflate the many small copies of the overhead far more
+than the few large convolutions. While ``torch.profiler`` is recording, each part is also a
+``record_function`` range named ``"blockcopy.<part>"``.
 """
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
 from collections.abc import Callable
 
+import torch
 from torch.autograd.profiler import record_function
-from torch.profiler import ProfilerActivity, profile
 
-from patchwork.models.blockcopy.network import OVERHEAD_RANGE, TRANSFER_RANGE
+OVERHEAD = "overhead"
+TRANSFER = "transfer"
+POLICY = "policy"
+INFORMATION_GAIN = "information_gain"
+#: Tab. 3's parts in its column order (``ops`` is the rest of the frame).
+PARTS = (OVERHEAD, TRANSFER, POLICY, INFORMATION_GAIN)
 
-POLICY_RANGE = "blockcopy.policy"
-INFORMATION_GAIN_RANGE = "blockcopy.information_gain"
-_FRAME_RANGE = "blockcopy.frame"
+_accumulators: list[defaultdict[str, float]] = []
 
-#: Tab. 3's parts, in its column order, and the profiler range of each (``ops`` is the rest).
-PARTS = {"overhead": OVERHEAD_RANGE, "transfer": TRANSFER_RANGE, "policy": POLICY_RANGE, "information_gain": INFORMATION_GAIN_RANGE}
+
+class part:  # noqa: N801 - used like a function: ``with part(OVERHEAD): ...``
+    """Time spent inside counts towards ``name`` while :func:`frame_time_split` runs (parts must not nest)."""
+
+    __slots__ = ("name", "_start", "_range")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> "part":
+        self._range = record_function(f"blockcopy.{self.name}") if torch.autograd._profiler_enabled() else None
+        if self._range is not None:
+            self._range.__enter__()
+        self._start = time.perf_counter() if _accumulators else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._start is not None:
+            _accumulators[-1][self.name] += time.perf_counter() - self._start
+        if self._range is not None:
+            self._range.__exit__(*exc)
 
 
 def frame_time_split(run: Callable[[], object]) -> dict[str, float]:
-    """Profile one call of ``run()`` (one frame) on the CPU and split its time.
+    """Run ``run()`` (one frame) and split its wall-clock time into Tab. 3's parts.
 
     Returns:
-        ``{"total", "overhead", "transfer", "policy", "information_gain", "ops"}`` as
-        fractions of the profiled frame time (``total`` = 1.0; ``ops`` is what the marked
-        parts leave). The profiler slows every op a little; apply the fractions to a frame
-        time measured without it.
+        Milliseconds ``{"total", "overhead", "transfer", "policy", "information_gain", "ops"}``;
+        ``ops`` is what the marked parts leave of ``total``.
     """
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        with record_function(_FRAME_RANGE):
-            run()
-    times = {event.key: event.cpu_time_total for event in profiler.key_averages()}
-    total = times[_FRAME_RANGE]
-    split = {part: times.get(name, 0.0) / total for part, name in PARTS.items()}
-    return {"total": 1.0, **split, "ops": 1.0 - sum(split.values())}
+    times: defaultdict[str, float] = defaultdict(float)
+    _accumulators.append(times)
+    start = time.perf_counter()
+    try:
+        run()
+    finally:
+        total = time.perf_counter() - start
+        _accumulators.pop()
+    split = {name: 1e3 * times[name] for name in PARTS}
+    return {"total": 1e3 * total, **split, "ops": 1e3 * total - sum(split.values())}
