@@ -164,6 +164,20 @@ def test_streams_reset_one_at_a_time():
     assert all(value[0].abs().sum() == 0 and torch.equal(value[1], state[key][1]) for key, value in reset.items())
 
 
+class _AddsAMap(nn.Module):
+    """Adds a learned bias per channel (broadcasts over blocks as over the map) and, optionally,
+    stream 0's frame to every stream (a full map without a per-stream batch: no block equivalent)."""
+
+    def __init__(self, first_stream: bool) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(1, 3, 1, 1))
+        self.first_stream = first_stream
+
+    def forward(self, x):
+        x = x + self.bias
+        return x + x[:1] if self.first_stream else x
+
+
 class _Rolls(nn.Module):
     def forward(self, x):
         return torch.roll(x, 1, dims=-1)
@@ -178,6 +192,14 @@ def test_unsupported_ops_are_refused_naming_them():
         BlockCopyNetwork.from_module(nn.Sequential(nn.Conv2d(3, 12, 1), nn.PixelShuffle(2)), GRID)
     with pytest.raises(ConversionError, match="probe frame"):
         BlockCopyNetwork.from_module(nn.Sequential(nn.LSTM(3, 3)), GRID)
+    with pytest.raises(ConversionError, match=r"function add.*dense tensor of shape \(1, 3, 128, 192\)"):
+        BlockCopyNetwork.from_module(_AddsAMap(first_stream=True), GRID)
+    biased = _AddsAMap(first_stream=False)
+    net = BlockCopyNetwork.from_module(biased, GRID)
+    frames = torch.randn(2, 3, 64, 128)
+    with torch.no_grad():
+        out, _ = net(frames, torch.ones(2, 1, 2, dtype=torch.bool), net.init_state(2, (64, 128)))
+        torch.testing.assert_close(out, biased(frames))
     net = BlockCopyNetwork.from_module(nn.Sequential(nn.Conv2d(3, 3, 1)), GRID)
     with pytest.raises(ValueError, match=r"execution mask has shape \(2, 2\)"):
         net(torch.zeros(1, 3, 64, 128), torch.ones(2, 2, dtype=torch.bool), net.init_state(1, (64, 128)))

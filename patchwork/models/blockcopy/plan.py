@@ -205,20 +205,26 @@ class Planner:
             )
         to_blocks = {}
         for arg in node.all_input_nodes:
-            if self.plans[arg.name].is_blocks:
-                continue
             shape = self.shape(arg)
-            if shape is None or len(shape) < 4 or shape[0] != PROBE_BATCH:
-                continue  # a python value, or a tensor that broadcasts over blocks as over the map
-            if tuple(shape[2:]) == (1, 1):
-                to_blocks[arg.name] = "streams"
-            elif len(shape) == 4 and self.probe_stride(arg) == in_stride:
+            if self.plans[arg.name].is_blocks or shape is None:
+                continue  # blocks, or a python value
+            per_stream = len(shape) == 4 and shape[0] == PROBE_BATCH
+            if all(size == 1 for size in shape[-2:]):
+                if per_stream:
+                    to_blocks[arg.name] = "streams"  # (B, C, 1, 1): each block takes its stream's value
+                continue  # otherwise it broadcasts over blocks as over the map
+            if per_stream and self.probe_stride(arg) == in_stride:
                 to_blocks[arg.name] = "gather"
-            else:
-                raise ConversionError(
-                    f"{describe(node, self.gm)} combines block-sparse features with a dense tensor of shape "
-                    f"{tuple(shape)} on the probe frame that is neither per stream (B, C, 1, 1) nor a map at stride {in_stride}"
-                )
+                continue
+            raise ConversionError(
+                f"{describe(node, self.gm)} combines block-sparse features with a dense tensor of shape "
+                f"{tuple(shape)} on the probe frame that is neither per stream (B, C, 1, 1), a per-stream map at "
+                f"stride {in_stride}, nor spatially constant"
+            )
+        in_place = node.op == "call_method" and str(node.target).endswith("_")
+        if in_place and isinstance(node.args[0], fx.Node) and node.args[0].name in to_blocks:
+            # The dense tensor itself would be modified; its converted copy is not what later ops read.
+            raise ConversionError(f"{describe(node, self.gm)} modifies a dense tensor in place with block-sparse features")
         return NodePlan(handling, stride=stride, in_stride=in_stride, to_blocks=to_blocks)
 
     def _plan_spatial(self, node: fx.Node, module: nn.Module, in_stride: int, blocks_inputs: list[fx.Node]) -> NodePlan:
