@@ -205,3 +205,24 @@ def test_unsupported_ops_are_refused_naming_them():
         net(torch.zeros(1, 3, 64, 128), torch.ones(2, 2, dtype=torch.bool), net.init_state(1, (64, 128)))
     with pytest.raises(ValueError, match="100x128"):
         net.init_state(1, (100, 128))
+
+
+class _Normalises(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x - self.mean)
+
+
+@torch.no_grad()
+def test_buffers_and_parameters_follow_to():
+    dense = _Normalises()
+    net = BlockCopyNetwork.from_module(dense, BlockGrid(32, align=1)).to(torch.float64)
+    frames = torch.randn(1, 3, 32, 64, dtype=torch.float64)
+    state = net.init_state(1, (32, 64))
+    assert all(value.dtype == torch.float64 for value in state.values())
+    out, _ = net(frames, torch.tensor([[[True, False]]]), state)
+    torch.testing.assert_close(out[..., :32], dense.double()(frames)[..., :32], rtol=1e-12, atol=1e-12)

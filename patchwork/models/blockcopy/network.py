@@ -97,8 +97,6 @@ class BlockCopyNetwork(nn.Module):
                 self._cell_keys[node.name] = str(node.target)
             if node.op == "call_module":
                 self._callables[node.name] = graph_module.get_submodule(node.target)
-            elif node.op == "get_attr":
-                self._callables[node.name] = reduce(getattr, str(node.target).split("."), graph_module)
         densified = {name for plan in self.plans.values() for name in plan.densify}
         self.value_memories = nn.ModuleDict(
             {name: FrameMemory(planner.channels(node), self.plans[name].stride) for node in self._nodes if (name := node.name) in densified}
@@ -248,8 +246,8 @@ class BlockCopyNetwork(nn.Module):
                 env[node.name] = node.target(*args, **kwargs)
             elif node.op == "call_method":
                 env[node.name] = getattr(args[0], node.target)(*args[1:], **kwargs)
-            else:  # get_attr
-                env[node.name] = self._callables[node.name]
+            else:  # get_attr: looked up each time, since .to() replaces buffers
+                env[node.name] = reduce(getattr, str(node.target).split("."), self.module)
         raise RuntimeError("the traced graph has no output")
 
     def _input(self, frames: Tensor, state: StreamState, placements: dict[int, WindowPlacement] | None) -> Tensor:
