@@ -251,10 +251,10 @@ class PatchworkDetector(StreamingModel):
         raw = {}
         for kind, key, columns in (("cls", "cls_logits", self.num_classes + 1), ("reg", "bbox_regression", 4)):
             head = getattr(self.high_res_head, head_name(kind))
-            high = [
-                _flatten_level(run_stateful(block, f"{HIGH_RES_HEAD}.{head_name(kind)}.module_list.{level}", x, step), columns)
-                for level, (block, x) in enumerate(zip(head.module_list, (step.taps[STRIDE16_TAP], out)))
-            ]
+            high = []
+            for level, (block, x) in enumerate(zip(head.module_list, (step.taps[STRIDE16_TAP], out))):
+                name = f"{HIGH_RES_HEAD}.{head_name(kind)}.module_list.{level}"
+                high.append(_flatten_level(run_stateful(block, name, x, step), columns))
             raw[key] = torch.cat([*high, low[key]], dim=1)
         return raw
 

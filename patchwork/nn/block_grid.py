@@ -78,7 +78,9 @@ class BlockGrid:
             raise ValueError(f"stride {stride} does not divide the block size {self.block_size}")
         return self.block_size // stride
 
-    def full_mask(self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None) -> Tensor:
+    def full_mask(
+        self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
+    ) -> Tensor:
         """Every block executed, BoolTensor ``(B, H // bs, W // bs)`` (a video's first frame)."""
         return torch.ones(batch_size, *self.blocks_per_axis(image_size), dtype=torch.bool, device=device)
 

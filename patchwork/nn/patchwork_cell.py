@@ -286,7 +286,9 @@ class PoolingCell(ContextCell):
         if isinstance(pool, nn.MaxPool2d) and pool.return_indices:
             raise ValueError(f"{pool}: return_indices=True is not supported")
         if isinstance(pool, nn.AvgPool2d) and not pool.count_include_pad:
-            raise ValueError(f"{pool}: count_include_pad=False is not supported (the divisor would depend on the frame edge)")
+            raise ValueError(
+                f"{pool}: count_include_pad=False is not supported (the divisor would depend on the frame edge)"
+            )
         kernel = _pair(pool.kernel_size)
         stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
         dilation = _pair(getattr(pool, "dilation", 1))

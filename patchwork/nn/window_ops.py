@@ -112,7 +112,9 @@ class WindowPlacement:
     def host_windows(self) -> list[tuple[int, int, int]]:
         """``(stream, top, left)`` of every window as Python ints (one device read, then cached)."""
         if self._host is None:
-            streams = torch.arange(self.num_windows, device=self.corners.device) if self.streams is None else self.streams
+            streams = self.streams
+            if streams is None:
+                streams = torch.arange(self.num_windows, device=self.corners.device)
             self._host = [tuple(row) for row in torch.cat((streams[:, None], self.corners), dim=1).tolist()]
         return self._host
 

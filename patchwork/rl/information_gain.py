@@ -101,5 +101,7 @@ def block_information_gain(ig: Tensor, block_size: int) -> Tensor:
         ``(H // bs, W // bs)`` or ``(B, H // bs, W // bs)``.
     """
     if ig.shape[-2] % block_size or ig.shape[-1] % block_size:
-        raise ValueError(f"information gain map {tuple(ig.shape[-2:])} is not a whole number of {block_size}-pixel blocks")
+        raise ValueError(
+            f"information gain map {tuple(ig.shape[-2:])} is not a whole number of {block_size}-pixel blocks"
+        )
     return F.max_pool2d(ig.unsqueeze(-3), block_size).squeeze(-3)

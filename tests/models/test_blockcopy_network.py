@@ -35,7 +35,9 @@ def _out_cells(mask: torch.Tensor, cells: int) -> torch.Tensor:
     return mask.repeat_interleave(cells, 1).repeat_interleave(cells, 2)[:, None]
 
 
-@pytest.mark.parametrize("make", [lambda: torchvision.models.mobilenet_v2().features, _resnet18_backbone], ids=["mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize(
+    "make", [lambda: torchvision.models.mobilenet_v2().features, _resnet18_backbone], ids=["mobilenet_v2", "resnet18"]
+)
 @torch.no_grad()
 def test_block_sparse_passes_equal_the_dense_network(make):
     torch.manual_seed(0)

@@ -28,7 +28,8 @@ def test_placements_stack_executed_blocks_stream_by_stream_with_corners_per_stri
     assert torch.equal(placements[32].corners, torch.tensor([[0, 2], [2, 0], [2, 2]]))
     assert placements[32].num_windows == 3
     assert torch.equal(grid.full_mask(2, (128, 192)), torch.ones(2, 2, 3, dtype=torch.bool))
-    assert torch.equal(grid.to_pixels(torch.tensor([[1.0, 2.0]])), torch.tensor([[1.0] * 64 + [2.0] * 64]).expand(64, -1))
+    pixels = torch.tensor([[1.0] * 64 + [2.0] * 64]).expand(64, -1)
+    assert torch.equal(grid.to_pixels(torch.tensor([[1.0, 2.0]])), pixels)
 
 
 def test_many_windows_per_stream_gather_and_scatter_hand_computed():
@@ -59,7 +60,8 @@ def test_outside_frame_marks_the_cells_beyond_the_frame_edges():
 
 
 def _blocks_of(frame: torch.Tensor, corners: torch.Tensor, streams: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.stack([frame[s, :, r : r + size, c : c + size] for (r, c), s in zip(corners.tolist(), streams.tolist())])
+    windows = zip(corners.tolist(), streams.tolist())
+    return torch.stack([frame[s, :, r : r + size, c : c + size] for (r, c), s in windows])
 
 
 OPS = [
@@ -133,11 +135,15 @@ def test_many_window_reads_and_writes_are_differentiable(size):
 
 def test_executed_blocks_pick_the_rows_of_every_blocks_cached_tables():
     grid = BlockGrid(64)
-    for mask in (torch.tensor([[[True, False, True], [False, True, False]]]).expand(2, -1, -1).clone(),
-                 torch.tensor([[[False, False, False], [True, False, False]], [[True, True, True], [True, True, True]]])):
+    masks = (
+        torch.tensor([[[True, False, True], [False, True, False]]]).expand(2, -1, -1).clone(),
+        torch.tensor([[[False, False, False], [True, False, False]], [[True, True, True], [True, True, True]]]),
+    )
+    for mask in masks:
         placement = grid.placements(mask, [32])[32]
         fresh = WindowPlacement(placement.corners, placement.streams)
         for args in (((4, 6), (1, 1), (2, 2)), ((6, 8), (0, 0), (4, 4))):
             assert torch.equal(placement.cell_index(*args), fresh.cell_index(*args))
             assert torch.equal(placement.row_index(*args), fresh.row_index(*args))
-        assert torch.equal(placement.outside_frame((4, 6), (-1, -1), (4, 4)), fresh.outside_frame((4, 6), (-1, -1), (4, 4)))
+        args = ((4, 6), (-1, -1), (4, 4))
+        assert torch.equal(placement.outside_frame(*args), fresh.outside_frame(*args))

@@ -30,11 +30,14 @@ def test_algorithm_1_on_an_8x8_image_hand_painted():
 
 def test_static_detections_gain_nothing_and_empty_frames_are_zero():
     boxes = torch.tensor([[1.0, 1.0, 5.0, 6.0]])
-    assert torch.equal(detection_information_gain(boxes, torch.tensor([0.9]), boxes, torch.tensor([0.7]), (8, 8)), torch.zeros(8, 8))
+    static = detection_information_gain(boxes, torch.tensor([0.9]), boxes, torch.tensor([0.7]), (8, 8))
+    assert torch.equal(static, torch.zeros(8, 8))
     empty = torch.zeros(0, 4)
-    assert torch.equal(detection_information_gain(empty, torch.zeros(0), empty, torch.zeros(0), (4, 6)), torch.zeros(4, 6))
+    nothing = detection_information_gain(empty, torch.zeros(0), empty, torch.zeros(0), (4, 6))
+    assert torch.equal(nothing, torch.zeros(4, 6))
     # A detection with no previous ones at all paints its score; boxes are clipped to the image.
-    ig = detection_information_gain(torch.tensor([[-3.0, 6.0, 2.0, 12.0]]), torch.tensor([0.4]), empty, torch.zeros(0), (8, 8))
+    box = torch.tensor([[-3.0, 6.0, 2.0, 12.0]])
+    ig = detection_information_gain(box, torch.tensor([0.4]), empty, torch.zeros(0), (8, 8))
     assert ig[6:, :2].eq(0.4).all() and ig.sum() == pytest.approx(0.4 * 4)
 
 

@@ -87,7 +87,9 @@ class BlockCopyNetwork(nn.Module):
             plan = self.plans[node.name]
             if plan.handling is Handling.CELL:
                 if cell_targets.count(node.target) > 1:
-                    raise ConversionError(f"{describe(node, graph_module)} is called more than once; each call needs its own memory")
+                    raise ConversionError(
+                        f"{describe(node, graph_module)} is called more than once; each call needs its own memory"
+                    )
                 op = graph_module.get_submodule(node.target)
                 if isinstance(op, nn.Conv2d):
                     cell: ContextCell = PatchworkCell(op, input_stride=plan.in_stride)
@@ -99,7 +101,11 @@ class BlockCopyNetwork(nn.Module):
                 self._callables[node.name] = graph_module.get_submodule(node.target)
         densified = {name for plan in self.plans.values() for name in plan.densify}
         self.value_memories = nn.ModuleDict(
-            {name: FrameMemory(planner.channels(node), self.plans[name].stride) for node in self._nodes if (name := node.name) in densified}
+            {
+                node.name: FrameMemory(planner.channels(node), self.plans[node.name].stride)
+                for node in self._nodes
+                if node.name in densified
+            }
         )
         self.frame_memory = FrameMemory(in_channels, 1)
         strides = {1} | {plan.stride for plan in self.plans.values() if plan.is_blocks}
@@ -130,7 +136,8 @@ class BlockCopyNetwork(nn.Module):
         return [describe(node, self.module) for node in self._nodes if self.plans[node.name].handling is handling]
 
     def extra_repr(self) -> str:
-        counts = {handling.value: len(self.nodes_with(handling)) for handling in (Handling.CELL, Handling.BLOCKWISE, Handling.DENSE)}
+        handlings = (Handling.CELL, Handling.BLOCKWISE, Handling.DENSE)
+        counts = {handling.value: len(self.nodes_with(handling)) for handling in handlings}
         return f"grid={self.grid!r}, ops={counts}"
 
     # ----------------------------------------------------------------- state
@@ -188,13 +195,17 @@ class BlockCopyNetwork(nn.Module):
         """
         expected = (frames.shape[0], *self.grid.blocks_per_axis((frames.shape[-2], frames.shape[-1])))
         if tuple(mask.shape) != expected:
-            raise ValueError(f"execution mask has shape {tuple(mask.shape)}, expected (B, H // bs, W // bs) = {expected}")
+            raise ValueError(
+                f"execution mask has shape {tuple(mask.shape)}, expected (B, H // bs, W // bs) = {expected}"
+            )
         with part(OVERHEAD):
             placements = self.grid.placements(mask.to(frames.device), self.strides)
         return self._run(frames, StreamState(state), placements)
 
     # -------------------------------------------------------------- internals
-    def _run(self, frames: Tensor, state: StreamState, placements: dict[int, WindowPlacement] | None) -> tuple[Any, StreamState]:
+    def _run(
+        self, frames: Tensor, state: StreamState, placements: dict[int, WindowPlacement] | None
+    ) -> tuple[Any, StreamState]:
         """Execute the plan; ``placements=None`` is the dense pass."""
         env: dict[str, Any] = {}
         dense: dict[str, Tensor] = {}
@@ -261,7 +272,9 @@ class BlockCopyNetwork(nn.Module):
             state[FRAME_STATE] = self.frame_memory.write(state[FRAME_STATE], blocks, placements[1])
         return blocks
 
-    def _cell(self, node: fx.Node, x: Tensor, state: StreamState, placements: dict[int, WindowPlacement] | None) -> Tensor:
+    def _cell(
+        self, node: fx.Node, x: Tensor, state: StreamState, placements: dict[int, WindowPlacement] | None
+    ) -> Tensor:
         """A padded op: dense with its memory written in full, or the cell on the executed blocks."""
         cell, key = self._callables[node.name], self._cell_keys[node.name]
         if placements is None:

@@ -162,7 +162,9 @@ class Planner:
         """Plan every node in execution order; raises :class:`ConversionError` on an op it cannot run."""
         placeholders = [node for node in self.gm.graph.nodes if node.op == "placeholder"]
         if len(placeholders) != 1:
-            raise ConversionError(f"BlockCopyNetwork converts networks with one input (frames); got {len(placeholders)}")
+            raise ConversionError(
+                f"BlockCopyNetwork converts networks with one input (frames); got {len(placeholders)}"
+            )
         for node in self.gm.graph.nodes:
             self.plans[node.name] = self._plan_node(node)
         return self.plans
@@ -224,7 +226,9 @@ class Planner:
         in_place = node.op == "call_method" and str(node.target).endswith("_")
         if in_place and isinstance(node.args[0], fx.Node) and node.args[0].name in to_blocks:
             # The dense tensor itself would be modified; its converted copy is not what later ops read.
-            raise ConversionError(f"{describe(node, self.gm)} modifies a dense tensor in place with block-sparse features")
+            raise ConversionError(
+                f"{describe(node, self.gm)} modifies a dense tensor in place with block-sparse features"
+            )
         return NodePlan(handling, stride=stride, in_stride=in_stride, to_blocks=to_blocks)
 
     def _plan_spatial(self, node: fx.Node, module: nn.Module, in_stride: int, blocks_inputs: list[fx.Node]) -> NodePlan:

@@ -86,9 +86,13 @@ class PolicyNet(nn.Module):
         """The state ``S_t`` (Eq. 2) at the network's resolution: ``(B, 2 C + K + 1, 32 H / bs, 32 W / bs)``."""
         image_size = (frames.shape[-2], frames.shape[-1])
         if image_size[0] % self.block_size or image_size[1] % self.block_size:
-            raise ValueError(f"frame {image_size[0]}x{image_size[1]} is not a whole number of {self.block_size}-pixel blocks")
+            raise ValueError(
+                f"frame {image_size[0]}x{image_size[1]} is not a whole number of {self.block_size}-pixel blocks"
+            )
         if prev_output.shape[1] != self.num_classes:
-            raise ValueError(f"previous output has {prev_output.shape[1]} channels, the policy expects {self.num_classes}")
+            raise ValueError(
+                f"previous output has {prev_output.shape[1]} channels, the policy expects {self.num_classes}"
+            )
         size = self.input_size(image_size)
         parts = [
             F.interpolate(frames, size=size, mode="nearest"),
