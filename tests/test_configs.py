@@ -23,7 +23,7 @@ from patchwork.rl import LinearEpsilon
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
-SCRIPT_CONFIGS = ["flops", "benchmark_latency", "make_synthetic_data", "evaluate", "demo"]
+SCRIPT_CONFIGS = ["flops", "benchmark_latency", "make_synthetic_data", "evaluate", "demo", "benchmark_blockcopy"]
 SMALL_WIDTH = 0.35  # every model is built this narrow: the structure is what is tested, not the size
 
 

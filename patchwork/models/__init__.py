@@ -1,7 +1,9 @@
-"""Networks: the stateful MobileNetV2 backbone, the task models built on it, baselines, and Looking Fast and Slow."""
+"""Networks: the stateful MobileNetV2 backbone, the task models built on it, baselines, Looking Fast and Slow,
+BlockCopy."""
 
 from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.baselines import Flip, KeyframeDelay, KeyframeInterval, Resolution, wrap_baselines
+from patchwork.models.blockcopy import BlockCopyNetwork
 from patchwork.models.builders import looking_fast_slow_detector, mobilenet_v2, patchwork_detector, patchwork_segmenter
 from patchwork.models.detector import PatchworkDetector
 from patchwork.models.lfs import AdaptiveInterleavingQNetwork, LookingFastSlowDetector
@@ -13,6 +15,7 @@ from patchwork.models.streaming import Description, StepOutput, StreamingModel
 __all__ = [
     "AdaptiveInterleavingQNetwork",
     "AttentionQNetwork",
+    "BlockCopyNetwork",
     "DeepLabLightHead",
     "Description",
     "Flip",

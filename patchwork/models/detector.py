@@ -225,6 +225,27 @@ class PatchworkDetector(PatchworkModel):
         }
         return StepOutput(raw=raw, state=state)
 
+    def forward_dense(self, frames: Tensor) -> dict[str, Tensor]:
+        """The stateless detector on whole normalised frames ``(B, 3, H, W)``: backbone and all heads.
+
+        Returns:
+            ``{"cls_logits" (B, num_anchors, num_classes + 1), "bbox_regression" (B, num_anchors, 4)}``,
+            equal to the single-frame model's raw outputs. No state is read or kept, so
+            other frameworks (e.g. BlockCopy's ``BlockCopyNetwork``) can trace and convert it.
+        """
+        step = StatefulPass(StreamState(), None, {STRIDE16_TAP: None})
+        out = run_stateful(self.backbone.features, "features", frames, step)
+        low = self.low_res_head(self.pyramid(out))
+        raw = {}
+        for kind, key, columns in (("cls", "cls_logits", self.num_classes + 1), ("reg", "bbox_regression", 4)):
+            head = getattr(self.high_res_head, head_name(kind))
+            high = []
+            for level, (block, x) in enumerate(zip(head.module_list, (step.taps[STRIDE16_TAP], out))):
+                name = f"{HIGH_RES_HEAD}.{head_name(kind)}.module_list.{level}"
+                high.append(_flatten_level(run_stateful(block, name, x, step), columns))
+            raw[key] = torch.cat([*high, low[key]], dim=1)
+        return raw
+
     def _flat_memory(self, state: StreamState, kind: str, level: int, columns: int) -> Tensor:
         return _flatten_level(state[f"predictions.{kind}{level}"], columns)
 

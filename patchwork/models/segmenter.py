@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
 from patchwork.models.attention import AttentionQNetwork
+from patchwork.models.stateful import StatefulPass, run_stateful
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
 from patchwork.models.patchwork_model import PatchworkModel
 from patchwork.models.streaming import Stages, StepOutput, run_stages
@@ -221,6 +222,18 @@ class PatchworkSegmenter(PatchworkModel):
             placement = self.backbone.window_placements(actions, image_size, [self.out_stride])[self.out_stride]
             state[MASK_LOGITS] = self.mask_memory.write(state[MASK_LOGITS], logits, placement)
         return StepOutput(self._raw(state, logits, image_size), state)
+
+    def forward_dense(self, frames: Tensor) -> dict[str, Tensor]:
+        """The stateless segmenter on whole normalised frames ``(B, 3, H, W)``.
+
+        Returns:
+            ``{"logits": (B, 1, H, W)}``, equal to the single-frame model's raw logits. No state
+            is read or kept, so other frameworks (e.g. BlockCopy's ``BlockCopyNetwork``) can
+            trace and convert it.
+        """
+        features = run_stateful(self.backbone.features, "features", frames, StatefulPass(StreamState(), None))
+        logits = self.head(features)
+        return {"logits": F.interpolate(logits, size=frames.shape[-2:], mode="bilinear", align_corners=False)}
 
     def _raw(self, state: StreamState, window_logits: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
         # Upsampled here rather than in predict/loss: a new tensor, so ``raw`` never aliases

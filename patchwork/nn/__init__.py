@@ -1,8 +1,10 @@
-"""The Patchwork core as pure tensor operations: window grid, action history, cells, state, LFS's grouped LSTM."""
+"""The core as pure tensor operations: window and block grids, action history, cells (one window or many
+blocks), state, action spaces, FLOP counting, LFS's grouped LSTM."""
 
 from patchwork.nn.action_history import ActionHistory
+from patchwork.nn.block_grid import BlockGrid
 from patchwork.nn.grouped_lstm import GroupedBottleneckLSTM, GroupedSeparableConv
-from patchwork.nn.patchwork_cell import FrameMemory, PatchworkCell, conv_context
+from patchwork.nn.patchwork_cell import ContextCell, FrameMemory, PatchworkCell, PoolingCell, conv_context
 from patchwork.nn.stream_state import StreamState
 from patchwork.nn.window_grid import NETWORK_STRIDE, WindowGrid
 from patchwork.nn.window_ops import WindowPlacement, gather_windows, scatter_windows
@@ -10,10 +12,13 @@ from patchwork.nn.window_ops import WindowPlacement, gather_windows, scatter_win
 __all__ = [
     "NETWORK_STRIDE",
     "ActionHistory",
+    "BlockGrid",
+    "ContextCell",
     "FrameMemory",
     "GroupedBottleneckLSTM",
     "GroupedSeparableConv",
     "PatchworkCell",
+    "PoolingCell",
     "StreamState",
     "WindowGrid",
     "WindowPlacement",

@@ -1,4 +1,4 @@
-"""The stateful Patchwork cell (Sec. 3.2) and the full-frame memory it keeps.
+"""The stateful Patchwork cell (Sec. 3.2), its pooling sibling, and the full-frame memory they keep.
 
 Notation (Chai 2019, Sec. 3.2): a layer has full-frame size ``H x W`` cells; the window has
 top-left ``(a, b)`` and size ``(h, w)`` cells at that layer.
@@ -124,7 +124,81 @@ class FrameMemory(nn.Module):
         return frame.clone(memory_format=torch.channels_last)
 
 
-class PatchworkCell(nn.Module):
+class ContextCell(nn.Module):
+    """What every stateful sliding-window op shares: a memory of its input and the context it reads.
+
+    Subclasses (:class:`PatchworkCell` for convolutions, :class:`PoolingCell` for pooling)
+    derive ``context`` from their op's geometry and apply the op VALID to the window
+    encased in remembered context. The same cell serves one window per stream (Patchwork)
+    and a stacked set of windows, e.g. BlockCopy's executed blocks (``DESIGN`` Sec. 9): the
+    windows are written into the memory first, then each is read back with its context.
+
+    Args:
+        channels: channels of the op's input.
+        kernel_size, stride, padding, dilation: ``(rows, cols)`` geometry of the op.
+        input_stride: stride of the op's input relative to the image (sets the memory's size).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        input_stride: int,
+    ) -> None:
+        super().__init__()
+        rows = conv_context(kernel_size[0], stride[0], padding[0], dilation[0])
+        cols = conv_context(kernel_size[1], stride[1], padding[1], dilation[1])
+        #: ``(top, bottom, left, right)`` context in input cells; negative means "trim".
+        self.context = (rows[0], rows[1], cols[0], cols[1])
+        self.memory = FrameMemory(channels, input_stride, border=tuple(max(c, 0) for c in self.context))
+
+    def extend(self, memory: Tensor, placement: WindowPlacement, size: tuple[int, int]) -> Tensor:
+        """Feature propagation: read each window of ``size = (h, w)`` back from ``memory`` with its context.
+
+        Returns:
+            ``X~_t`` of shape ``(N, C_in, h + top + bottom, w + left + right)``, zero where the
+            context falls outside the frame.
+        """
+        top, bottom, left, right = self.context
+        border = self.memory.border
+        extended = (size[0] + top + bottom, size[1] + left + right)
+        return gather_windows(memory, placement, extended, shift=(border[0] - top, border[2] - left))
+
+    def propagate(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> tuple[Tensor, Tensor]:
+        """State update and feature propagation: the window encased in remembered context.
+
+        Args:
+            window: ``X_t``, ``(N, C_in, h, w)``, the windows' input features (``N = B``
+                for one window per stream).
+            memory: ``S_{t-1}``, ``(B, C_in, Hp, Wp)`` (see :class:`FrameMemory`).
+            placement: window top-left ``(a, b)`` in input cells, multiples of the
+                op's stride.
+        Returns:
+            ``X~_t`` of shape ``(N, C_in, h + top + bottom, w + left + right)`` (zero where
+            the context falls outside the frame) and ``S_t``.
+        """
+        memory = self.memory.write(memory, window, placement)
+        return self.extend(memory, placement, (window.shape[-2], window.shape[-1])), memory
+
+    def apply(self, extended: Tensor, memory: Tensor, placement: WindowPlacement) -> Tensor:
+        """The op, VALID, on the extended windows ``(N, C_in, h', w')``."""
+        raise NotImplementedError
+
+    def forward(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> tuple[Tensor, Tensor]:
+        """One step: state update, feature propagation, VALID op (Sec. 3.2).
+
+        Args: as :meth:`propagate`.
+        Returns:
+            ``Y_t`` of shape ``(N, C_out, h / stride, w / stride)`` and ``S_t``.
+        """
+        extended, memory = self.propagate(window, memory, placement)
+        return self.apply(extended, memory, placement), memory
+
+
+class PatchworkCell(ContextCell):
     """Stateful replacement of a zero-padded convolution (Sec. 3.2, Fig. 1b).
 
     The cell adopts the convolution's ``weight`` and ``bias`` as its own parameters
@@ -141,22 +215,20 @@ class PatchworkCell(nn.Module):
     """
 
     def __init__(self, conv: nn.Conv2d, input_stride: int = 1) -> None:
-        super().__init__()
+        padding = _conv_padding(conv)
+        super().__init__(
+            conv.in_channels, tuple(conv.kernel_size), tuple(conv.stride), padding, tuple(conv.dilation), input_stride
+        )
         self.in_channels = conv.in_channels
         self.out_channels = conv.out_channels
         self.kernel_size = tuple(conv.kernel_size)
         self.stride = tuple(conv.stride)
         self.dilation = tuple(conv.dilation)
         self.groups = conv.groups
-        self.padding = _conv_padding(conv)
+        self.padding = padding
         self._full_frame_padding = conv.padding  # as given ('same' may be asymmetric)
         self.weight = conv.weight
         self.bias = conv.bias
-        rows = conv_context(self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0])
-        cols = conv_context(self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1])
-        #: ``(top, bottom, left, right)`` context in input cells; negative means "trim".
-        self.context = (rows[0], rows[1], cols[0], cols[1])
-        self.memory = FrameMemory(conv.in_channels, input_stride, border=tuple(max(c, 0) for c in self.context))
 
     def extra_repr(self) -> str:
         return (
@@ -164,31 +236,19 @@ class PatchworkCell(nn.Module):
             f"dilation={self.dilation}, groups={self.groups}, context={self.context}"
         )
 
-    def propagate(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> tuple[Tensor, Tensor]:
-        """State update and feature propagation: the window encased in remembered context.
-
-        Args:
-            window: ``X_t``, ``(B, C_in, h, w)``, the window's input features.
-            memory: ``S_{t-1}``, ``(B, C_in, Hp, Wp)`` (see :class:`FrameMemory`).
-            placement: window top-left ``(a, b)`` in input cells, multiples of the
-                conv's stride.
-        Returns:
-            ``X~_t`` of shape ``(B, C_in, h + top + bottom, w + left + right)`` (zero where
-            the context falls outside the frame) and ``S_t``.
-        """
-        memory = self.memory.write(memory, window, placement)
-        top, bottom, left, right = self.context
-        border = self.memory.border
-        size = (window.shape[-2] + top + bottom, window.shape[-1] + left + right)
-        return gather_windows(memory, placement, size, shift=(border[0] - top, border[2] - left)), memory
+    def apply(self, extended: Tensor, memory: Tensor | None = None, placement: WindowPlacement | None = None) -> Tensor:
+        """``ValidConv2d(X~_t)``: ``(N, C_in, h', w')`` -> ``(N, C_out, h / stride, w / stride)``."""
+        return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
     def forward(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> tuple[Tensor, Tensor]:
         """One step: state update, feature propagation, VALID convolution (Sec. 3.2).
 
         Args: as :meth:`propagate`.
         Returns:
-            ``Y_t`` of shape ``(B, C_out, h / stride, w / stride)`` and ``S_t``.
+            ``Y_t`` of shape ``(N, C_out, h / stride, w / stride)`` and ``S_t``.
         """
+        # The base class's forward, with the convolution inlined: this runs once per cell per
+        # frame on Patchwork's hot path.
         extended, memory = self.propagate(window, memory, placement)
         return F.conv2d(extended, self.weight, self.bias, self.stride, 0, self.dilation, self.groups), memory
 
@@ -198,3 +258,58 @@ class PatchworkCell(nn.Module):
             frame, self.weight, self.bias, self.stride, self._full_frame_padding, self.dilation, self.groups
         )
         return out, self.memory.write_full(frame)
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class PoolingCell(ContextCell):
+    """Stateful replacement of a padded max or average pooling (BlockCopy, Sec. 3.1: every padded op).
+
+    Max pooling pads with ``-inf``, so the context cells that fall outside the frame are
+    masked with ``-inf`` before the VALID pooling; average pooling with
+    ``count_include_pad=True`` pads with zeros, which the memory's border already is.
+
+    Args:
+        pool: ``nn.MaxPool2d`` (``ceil_mode=False``, no indices) or ``nn.AvgPool2d``
+            (``ceil_mode=False``, ``count_include_pad=True``).
+        channels: channels of the pooling's input (pooling modules do not know them).
+        input_stride: stride of the pooling's input relative to the image.
+    """
+
+    def __init__(self, pool: nn.MaxPool2d | nn.AvgPool2d, channels: int, input_stride: int = 1) -> None:
+        if not isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d)):
+            raise TypeError(f"PoolingCell replaces nn.MaxPool2d or nn.AvgPool2d, got {type(pool).__name__}")
+        if pool.ceil_mode:
+            raise ValueError(f"{pool}: ceil_mode=True gives outputs not aligned to the input's cells")
+        if isinstance(pool, nn.MaxPool2d) and pool.return_indices:
+            raise ValueError(f"{pool}: return_indices=True is not supported")
+        if isinstance(pool, nn.AvgPool2d) and not pool.count_include_pad:
+            raise ValueError(
+                f"{pool}: count_include_pad=False is not supported (the divisor would depend on the frame edge)"
+            )
+        kernel = _pair(pool.kernel_size)
+        stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        dilation = _pair(getattr(pool, "dilation", 1))
+        super().__init__(channels, kernel, stride, _pair(pool.padding), dilation, input_stride)
+        self.pool = pool
+        self.kernel_size, self.stride, self.dilation = kernel, stride, dilation
+
+    def extra_repr(self) -> str:
+        return f"context={self.context}"
+
+    def apply(self, extended: Tensor, memory: Tensor, placement: WindowPlacement) -> Tensor:
+        """The pooling, VALID, on the extended windows ``(N, C, h', w')``."""
+        if isinstance(self.pool, nn.AvgPool2d):
+            return F.avg_pool2d(extended, self.kernel_size, self.stride, 0, False, True, self.pool.divisor_override)
+        top, bottom, left, right = self.memory.border
+        frame_size = (memory.shape[-2] - top - bottom, memory.shape[-1] - left - right)
+        offset = (-self.context[0], -self.context[2])
+        outside = placement.outside_frame(frame_size, offset, (extended.shape[-2], extended.shape[-1]))
+        extended = extended.masked_fill(outside, float("-inf"))
+        return F.max_pool2d(extended, self.kernel_size, self.stride, 0, self.dilation)
+
+    def forward_full(self, frame: Tensor) -> tuple[Tensor, Tensor]:
+        """The stateless pooling on a whole frame ``(B, C, H, W)``; also returns the memory it leaves."""
+        return self.pool(frame), self.memory.write_full(frame)

@@ -1,5 +1,7 @@
-"""Reinforcement learning: the learner and reward roles, Double DQN with replay, REINFORCE, rewards (Patchwork Eq. 2, LFS Eq. 2)."""
+"""Reinforcement learning: the learner and reward roles, Double DQN with replay, REINFORCE, rewards
+(Patchwork Eq. 2, LFS Eq. 2, BlockCopy's information gain and per-block reward)."""
 
+from patchwork.rl.blockcopy_reward import blockcopy_rewards, execution_cost, running_cost
 from patchwork.rl.ddqn import (
     LinearEpsilon,
     ddqn_loss,
@@ -10,8 +12,13 @@ from patchwork.rl.ddqn import (
     td_loss,
 )
 from patchwork.rl.dqn_learner import DoubleDQN
-from patchwork.rl.reinforce import Reinforce, reinforce_loss
+from patchwork.rl.information_gain import (
+    block_information_gain,
+    detection_information_gain,
+    segmentation_information_gain,
+)
 from patchwork.rl.lfs_reward import LossDifferenceReward, lfs_reward
+from patchwork.rl.reinforce import Reinforce, reinforce_loss
 from patchwork.rl.replay_buffer import DEFAULT_CAPACITY, ReplayBuffer
 from patchwork.rl.roles import Learner, Reward, RewardContext, RewardResult, Transition
 from patchwork.rl.rewards import (
@@ -44,18 +51,24 @@ __all__ = [
     "RewardResult",
     "SegmentationQualityGain",
     "Transition",
+    "block_information_gain",
+    "blockcopy_rewards",
     "ddqn_loss",
     "ddqn_update",
+    "detection_information_gain",
     "detection_quality",
     "detection_quality_batch",
     "detection_rewards",
     "double_dqn_targets",
+    "execution_cost",
     "greedy_matched_iou_sum",
     "hard_update",
     "lfs_reward",
     "patchwork_reward",
     "polyak_update",
     "reinforce_loss",
+    "running_cost",
+    "segmentation_information_gain",
     "segmentation_quality",
     "segmentation_rewards",
     "td_loss",

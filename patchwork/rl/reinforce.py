@@ -1,11 +1,11 @@
 """REINFORCE with per-decision rewards (Williams 1992), online: the learner of BlockCopy's policy
 (Verelst and Tuytelaars 2021, Sec. 3.3, Eq. 12).
 
-Each frame contributes ``-sum_d R_d log pi(a_d | S)`` over its decisions ``d`` (one per stream
+Each frame contributes ``-sum_d R_d log pi(a_d | S)`` over each stream's decisions ``d`` (one
 for a ``Discrete`` space, one per block for ``MultiBinary``; a per-stream reward is shared by a
-stream's decisions), and every ``update_every`` frames the accumulated loss takes one
-optimiser step. ``reduction="mean"`` averages over decisions instead of summing (the
-official BlockCopy code's choice). The policy network's scores must carry their graph
+stream's decisions), averaged over streams, and every ``update_every`` frames the accumulated
+loss takes one optimiser step. ``reduction="mean"`` averages over a stream's decisions instead
+of summing (the official BlockCopy code's choice). The policy network's scores must carry their graph
 (``needs_score_graph``).
 """
 
@@ -22,19 +22,24 @@ from patchwork.rl.roles import Transition
 
 
 def reinforce_loss(log_probs: Tensor, rewards: Tensor, reduction: Literal["sum", "mean"] = "sum") -> Tensor:
-    """``-sum(R * log pi)`` (or the mean) over decisions.
+    """BlockCopy's Eq. 12: ``-sum_d R_d log pi(a_d | S)`` over a stream's decisions, averaged over streams.
 
     Args:
-        log_probs: ``(B, *decisions)`` log-probabilities of the actions taken.
-        rewards: ``(B,)`` per stream or ``(B, *decisions)`` per decision (no gradient flows into it).
+        log_probs: ``(B, *decisions)`` log-probabilities of the actions taken (differentiable).
+        rewards: ``(B,)`` per stream (shared by its decisions) or ``(B, *decisions)`` per decision
+            (no gradient flows into it).
+        reduction: ``"sum"`` over a stream's decisions (the paper), or ``"mean"`` over them (the
+            authors' code, which makes the learning rate independent of the block count).
     Returns:
         A scalar.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     rewards = rewards.detach().to(log_probs.dtype)
     while rewards.dim() < log_probs.dim():
         rewards = rewards.unsqueeze(-1)
-    terms = -(rewards.expand_as(log_probs) * log_probs)
-    return terms.sum() if reduction == "sum" else terms.mean()
+    terms = -(rewards.expand_as(log_probs) * log_probs).reshape(log_probs.shape[0], -1)  # (B, decisions)
+    return (terms.sum(1) if reduction == "sum" else terms.mean(1)).mean()
 
 
 class Reinforce:

@@ -14,11 +14,12 @@ from patchwork.rl import Reinforce, Transition, reinforce_loss
 
 def test_reinforce_loss_by_hand():
     log_probs = torch.tensor([[-0.5, -1.0], [-2.0, -0.25]])
-    # Per-stream rewards are shared by a stream's decisions: -(1 * -1.5 + (-2) * -2.25) = 1.5 - 4.5
-    assert reinforce_loss(log_probs, torch.tensor([1.0, -2.0])).item() == pytest.approx(-3.0)
-    per_decision = torch.tensor([[1.0, 0.0], [0.5, 2.0]])  # -( -0.5 + 0 - 1.0 - 0.5 ) = 2.0
-    assert reinforce_loss(log_probs, per_decision).item() == pytest.approx(2.0)
-    assert reinforce_loss(log_probs, per_decision, "mean").item() == pytest.approx(0.5)
+    # Per-stream rewards are shared by a stream's decisions: streams -(1 * -1.5) = 1.5 and
+    # -(-2 * -2.25) = -4.5, averaged over the two streams.
+    assert reinforce_loss(log_probs, torch.tensor([1.0, -2.0])).item() == pytest.approx(-1.5)
+    per_decision = torch.tensor([[1.0, 0.0], [0.5, 2.0]])  # streams 0.5 and -(-1.0 - 0.5) = 1.5
+    assert reinforce_loss(log_probs, per_decision).item() == pytest.approx(1.0)
+    assert reinforce_loss(log_probs, per_decision, "mean").item() == pytest.approx(0.5)  # (0.25 + 0.75) / 2
 
 
 class Logits(nn.Module):
@@ -58,7 +59,7 @@ def test_reinforce_per_decision_rewards_learn_each_block_on_its_own():
     # blocks of positive value: [True, False, True, False].
     value = torch.tensor([[1.0, -1.0], [0.5, -2.0]])
     network = Logits(2, 2)
-    learner = Reinforce(network, BernoulliPolicy(), partial(torch.optim.SGD, lr=0.1), update_every=4,
+    learner = Reinforce(network, BernoulliPolicy(), partial(torch.optim.SGD, lr=1.6), update_every=4,
                         generator=torch.Generator().manual_seed(0))
     _play(learner, network, lambda actions: actions.float() * value, frames=400)
     probabilities = torch.sigmoid(network.logits.detach())
