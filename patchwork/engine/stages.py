@@ -166,6 +166,22 @@ def freeze_batchnorm(model: nn.Module) -> None:
                 parameter.requires_grad_(False)
 
 
+def _task_training(ctx: StageContext, model: nn.Module, parameters: Any, lr: float, steps: int,
+                   generators: dict[str, torch.Generator] | None = None) -> tuple[Any, Any, dict[str, Any], int]:
+    """The optimiser and scheduler of a task-training stage, restored from its last checkpoint when
+    resuming, and the stage's checkpoint function; returns ``(optimizer, scheduler, objects, start)``."""
+    optimizer = ctx.optimizer(lr)(parameters)
+    scheduler = instantiate(ctx.cfg.optim.scheduler)(optimizer, max_lr=float(lr), total_steps=int(steps))
+    objects: dict[str, Any] = {"models": {"model": model}, "optimizers": {"optimizer": optimizer},
+                               "schedulers": {"scheduler": scheduler}}
+    if generators:
+        objects["generators"] = generators
+    start = _restore(ctx, **objects)
+    ctx.runtime.checkpoint = ctx.save_fn(
+        lambda step: make_payload(step=step, stage=ctx.name, config=ctx.config(), **objects))
+    return optimizer, scheduler, objects, start
+
+
 def _restore(ctx: StageContext, **objects: Any) -> int:
     payload = ctx.manager.resume() if ctx.cfg.resume else None
     if payload is None:
@@ -203,13 +219,7 @@ class SupervisedStage:
         """Train from the stage's last checkpoint (or step 0) to ``steps``; returns the last logged losses."""
         cfg, dist, runtime = ctx.cfg, ctx.dist, ctx.runtime
         model = ctx.build_model(**dict(self.model_overrides)).to(dist.device)
-        optimizer = ctx.optimizer(self.lr)(model.parameters())
-        scheduler = instantiate(cfg.optim.scheduler)(optimizer, max_lr=float(self.lr), total_steps=int(self.steps))
-        objects = {"models": {"model": model}, "optimizers": {"optimizer": optimizer},
-                   "schedulers": {"scheduler": scheduler}}
-        start = _restore(ctx, **objects)
-        runtime.checkpoint = ctx.save_fn(
-            lambda step: make_payload(step=step, stage=ctx.name, config=ctx.config(), **objects))
+        optimizer, scheduler, objects, start = _task_training(ctx, model, model.parameters(), self.lr, self.steps)
         batches = ResumableBatches(
             ctx.data.frame_dataset(), int(self.batch_size), seed=int(cfg.seed), rank=dist.rank,
             world_size=dist.world_size, num_workers=int(cfg.num_workers),
@@ -297,14 +307,9 @@ class ClipSupervisedStage:
         if ctx.previous is not None:
             _load_task_weights(model, ctx.previous)
         parameters = model.task_parameters()
-        optimizer = ctx.optimizer(self.lr)(parameters)
-        scheduler = instantiate(cfg.optim.scheduler)(optimizer, max_lr=float(self.lr), total_steps=int(self.steps))
         generator = torch.Generator().manual_seed(int(cfg.seed) * 7919 + dist.rank)
-        objects = {"models": {"model": model}, "optimizers": {"optimizer": optimizer},
-                   "schedulers": {"scheduler": scheduler}, "generators": {"policy": generator}}
-        start = _restore(ctx, **objects)
-        runtime.checkpoint = ctx.save_fn(
-            lambda step: make_payload(step=step, stage=ctx.name, config=ctx.config(), **objects))
+        optimizer, scheduler, objects, start = _task_training(ctx, model, parameters, self.lr, self.steps,
+                                                              {"policy": generator})
         batches = ResumableBatches(
             ctx.data.clip_dataset(), int(self.streams), seed=int(cfg.seed) + 1, rank=dist.rank,
             world_size=dist.world_size, num_workers=int(cfg.num_workers),
