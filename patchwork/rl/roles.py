@@ -37,7 +37,9 @@ class RewardContext:
         previous: the previous frame's predictions (the model's empty prediction at a clip's start).
         targets: ``B`` per-frame ground truths.
         state_before: the model state the frame started from (a reward that reruns the
-            frame under other actions, as LFS's does, starts from it).
+            frame under other actions, as LFS's does, starts from it). Only valid for a model
+            whose step leaves its input state intact (LFS's does; Patchwork's cells write their
+            memories in place under ``torch.no_grad()``).
     """
 
     model: Any
