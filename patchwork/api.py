@@ -127,9 +127,10 @@ def stream(
     if isinstance(policy, str):
         policy = build_policy(policy, net.action_space, window)
     runner = StreamRunner(net, policy, seed=generator_seed)
-    with evaluation_mode(net):
-        runner.start(1, image_size, device, videos=torch.zeros(1, dtype=torch.long))
-        for index, frame in enumerate(_frames(source)):
+    runner.start(1, image_size, device, videos=torch.zeros(1, dtype=torch.long))
+    for index, frame in enumerate(_frames(source)):
+        # No autograd context is held across the yield: the caller's grad mode stays its own.
+        with evaluation_mode(net):
             source_size = (int(frame.shape[-2]), int(frame.shape[-1]))
             resized = TF.resize(frame, list(image_size), antialias=True)[None].to(device)
             steps = []
@@ -144,8 +145,8 @@ def stream(
             action = None if step.actions is None else step.actions[0].detach().cpu()
             overlay = {} if action is None else _scaled_overlay(net.action_overlay(action, image_size), image_size,
                                                                  source_size)
-            yield StreamedFrame(index, rescale_prediction(prediction, image_size, source_size), action, overlay,
-                                mflops, ms)
+        yield StreamedFrame(index, rescale_prediction(prediction, image_size, source_size), action, overlay,
+                            mflops, ms)
 
 
 def annotate(
@@ -181,7 +182,7 @@ def annotate(
     net = model.model
     if class_names is None and getattr(net, "num_classes", None) == len(VID_NAMES):
         class_names = VID_NAMES
-    mflops = iter(frame.mflops for frame in stream(model, source, policy, window, True, generator_seed)) if flops \
+    mflops = iter([frame.mflops for frame in stream(model, source, policy, window, True, generator_seed)]) if flops \
         else None
 
     def frames() -> Iterator[Tensor]:

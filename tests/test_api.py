@@ -137,3 +137,13 @@ def test_annotate_writes_a_playable_video_with_every_frame_drawn(trained, frames
     red = lambda f: (f[0].int() - f[1].int() > 100) & (f[0].int() - f[2].int() > 100)  # noqa: E731
     assert red(decoded[0][:, : SOURCE_SIZE[0] // 2, : SOURCE_SIZE[1] // 2]).sum() > 20
     assert red(decoded[0][:, SOURCE_SIZE[0] // 2 + 8 : SOURCE_SIZE[0], SOURCE_SIZE[1] // 2 + 8 :]).sum() == 0
+
+
+def test_a_suspended_stream_leaves_the_callers_grad_mode_alone(trained, frames):
+    loaded = api.load(trained[1])
+    first = api.stream(loaded, frames[1], policy="scanning", measure_flops=False)
+    second = api.stream(loaded, frames[1], policy="scanning", measure_flops=False)
+    next(first), next(second), next(first)
+    assert torch.is_grad_enabled()
+    del first, second
+    assert torch.is_grad_enabled()
