@@ -85,15 +85,18 @@ def _check_identical_and_changing(dumps, stage: str, steps: int) -> None:
         previous = rank0
 
 
-def test_recurrent_stages_train_what_they_should(run):
-    # Stage 2 trains the attention network only (a small part of the model); stage 3 the main
-    # network too (Sec. 3.4). Both dump the same full parameter list.
+#: (a stage that trains only the policy network, a stage that trains the task network) per experiment.
+POLICY_AND_TASK_STAGES = {"test_tiny": ("stage2", "stage3"), "lfs_test_tiny": ("lfs_policy", "lfs_detection")}
+
+
+def test_policy_stages_train_only_the_policy_network(run):
+    # Patchwork's stage 2 and LFS's policy stage train the policy network only (a small part of
+    # the model); stage 3 and LFS's detection stage the task network (Sec. 3.4; LFS Sec. 3.3-3.4).
     experiment, dumps = run
-    if experiment != "test_tiny":
-        pytest.skip("Patchwork's stages 2 and 3")
     steps = STEPS[experiment]
-    stage2 = dumps["stage2", 0, steps["stage2"]] != dumps["stage2", 0, 1]
-    stage3 = dumps["stage3", 0, steps["stage3"]] != dumps["stage3", 0, 1]
-    assert stage2.shape == stage3.shape
-    assert 0 < stage2.sum() < 0.1 * stage2.numel()
-    assert stage3.sum() > 10 * stage2.sum()
+    policy_stage, task_stage = POLICY_AND_TASK_STAGES[experiment]
+    policy = dumps[policy_stage, 0, steps[policy_stage]] != dumps[policy_stage, 0, 1]
+    task = dumps[task_stage, 0, steps[task_stage]] != dumps[task_stage, 0, 1]
+    assert policy.shape == task.shape
+    assert 0 < policy.sum() < 0.1 * policy.numel()
+    assert task.sum() > 10 * policy.sum()
