@@ -28,12 +28,10 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
 from patchwork.models.ssd_parts import (
+    SSDPredictions,
     SSD_BATCH_NORM,
     default_boxes,
-    empty_detection,
     halved_sizes,
-    multibox_loss,
-    postprocess,
     separable_layer,
 )
 from patchwork.models.stateful import StatefulPass, cell_memories, insert_cells, run_stateful
@@ -79,7 +77,7 @@ def _flatten_level(x: Tensor, columns: int) -> Tensor:
     return x.view(batch, -1, columns, height, width).permute(0, 3, 4, 1, 2).reshape(batch, -1, columns)
 
 
-class PatchworkDetector(PatchworkModel):
+class PatchworkDetector(SSDPredictions, PatchworkModel):
     """Streaming SSDLite detector on the stateful MobileNetV2 (Fig. 10).
 
     Args:
@@ -249,31 +247,7 @@ class PatchworkDetector(PatchworkModel):
     def _flat_memory(self, state: StreamState, kind: str, level: int, columns: int) -> Tensor:
         return _flatten_level(state[f"predictions.{kind}{level}"], columns)
 
-    # ---------------------------------------------------- predictions, loss
-    def predict(self, out: StepOutput, min_score: float | None = None) -> list[dict[str, Tensor]]:
-        """Per-stream ``{"boxes" (N, 4) xyxy pixels, "scores" (N,), "labels" (N,) in 0..num_classes-1}``,
-        scores above ``score_thresh`` (and ``min_score`` when given: fewer boxes to decode)."""
-        return self._postprocess(out.raw, max(self.score_thresh, min_score or 0.0))
-
-    def _postprocess(self, raw: dict[str, Any], score_thresh: float) -> list[dict[str, Tensor]]:
-        anchors = self.anchors(raw["image_size"], raw["cls_logits"].device)
-        return postprocess(
-            raw, anchors, self.box_coder, score_thresh, self.topk_candidates, self.nms_thresh, self.detections_per_img
-        )
-
-    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
-        """No boxes."""
-        return empty_detection(device)
-
-    def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """SSD multibox loss: ``{"bbox_regression", "classification"}`` (torchvision's ``SSD.compute_loss``).
-
-        Args:
-            targets: per stream ``{"boxes" (K, 4) xyxy pixels, "labels" (K,) in 0..num_classes-1}``.
-        """
-        anchors = self.anchors(out.raw["image_size"], out.raw["cls_logits"].device)
-        return multibox_loss(out.raw, targets, anchors, self.box_coder, self.proposal_matcher, self.neg_to_pos_ratio)
-
+    # ---------------------------------------------------- predictions, loss: SSDPredictions
     def mirror_raw(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Raw outputs of mirrored frames mapped back: anchors mirrored, ``dx`` negated."""
         _, mirror = self._anchors_and_mirror(raw["image_size"], raw["cls_logits"].device)

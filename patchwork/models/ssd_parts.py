@@ -134,3 +134,33 @@ def empty_detection(device: torch.device | str) -> dict[str, Tensor]:
         "scores": torch.zeros(0, device=device),
         "labels": torch.zeros(0, dtype=torch.long, device=device),
     }
+
+
+class SSDPredictions:
+    """``predict``, ``empty_prediction`` and ``loss`` of a detector whose raw outputs are an SSD head's.
+
+    The detector provides ``anchors(image_size, device) -> (A, 4)`` and the attributes
+    ``box_coder``, ``proposal_matcher``, ``neg_to_pos_ratio``, ``score_thresh``,
+    ``topk_candidates``, ``nms_thresh`` and ``detections_per_img``.
+    """
+
+    def predict(self, out: Any, min_score: float | None = None) -> list[dict[str, Tensor]]:
+        """Per-stream ``{"boxes" (N, 4) xyxy pixels, "scores" (N,), "labels" (N,) in 0..num_classes-1}``,
+        scores above ``score_thresh`` (and ``min_score`` when given: fewer boxes to decode)."""
+        anchors = self.anchors(out.raw["image_size"], out.raw["cls_logits"].device)
+        return postprocess(out.raw, anchors, self.box_coder, max(self.score_thresh, min_score or 0.0),
+                           self.topk_candidates, self.nms_thresh, self.detections_per_img)
+
+    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
+        """No boxes."""
+        return empty_detection(device)
+
+    def loss(self, out: Any, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """SSD multibox loss over the batch: ``{"bbox_regression", "classification"}`` scalars
+        (torchvision's ``SSD.compute_loss``).
+
+        Args:
+            targets: per stream ``{"boxes" (K, 4) xyxy pixels, "labels" (K,) in 0..num_classes-1}``.
+        """
+        anchors = self.anchors(out.raw["image_size"], out.raw["cls_logits"].device)
+        return multibox_loss(out.raw, targets, anchors, self.box_coder, self.proposal_matcher, self.neg_to_pos_ratio)

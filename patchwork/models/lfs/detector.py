@@ -43,13 +43,11 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from patchwork.models.lfs.extractors import MobileNetV2Extractor, check_matching_maps
 from patchwork.models.ssd_parts import (
+    SSDPredictions,
     SSD_BATCH_NORM,
     default_boxes,
-    empty_detection,
     halved_sizes,
-    multibox_loss,
     multibox_loss_per_image,
-    postprocess,
     separable_layer,
 )
 from patchwork.models.streaming import IMAGENET_MEAN, IMAGENET_STD, Description, StepOutput, StreamingModel, normalize_frames
@@ -97,7 +95,7 @@ class ExtraFeatureMaps(nn.Module):
         return maps
 
 
-class LookingFastSlowDetector(StreamingModel):
+class LookingFastSlowDetector(SSDPredictions, StreamingModel):
     """Interleaved SSDLite detector with a shared LSTM memory (LFS, Sec. 3.1-3.2).
 
     Args:
@@ -301,27 +299,6 @@ class LookingFastSlowDetector(StreamingModel):
             levels = halved_sizes(self.map_size(image_size), 1 + len(self.extras.out_channels))
             self._anchor_cache[key] = default_boxes(self.anchor_generator, image_size, levels, device)
         return self._anchor_cache[key]
-
-    def predict(self, out: StepOutput, min_score: float | None = None) -> list[dict[str, Tensor]]:
-        """Per-stream ``{"boxes" (N, 4) xyxy full-frame pixels, "scores" (N,), "labels" (N,) in 0..C-1}``."""
-        anchors = self.anchors(out.raw["image_size"], out.raw["cls_logits"].device)
-        return postprocess(
-            out.raw, anchors, self.box_coder, max(self.score_thresh, min_score or 0.0), self.topk_candidates,
-            self.nms_thresh, self.detections_per_img,
-        )
-
-    def empty_prediction(self, image_size: tuple[int, int], device: torch.device | str) -> dict[str, Tensor]:
-        """No boxes."""
-        return empty_detection(device)
-
-    def loss(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """SSD multibox loss over the batch: ``{"bbox_regression", "classification"}`` scalars.
-
-        Args:
-            targets: per stream ``{"boxes" (K, 4) xyxy pixels, "labels" (K,) in 0..num_classes-1}``.
-        """
-        anchors = self.anchors(out.raw["image_size"], out.raw["cls_logits"].device)
-        return multibox_loss(out.raw, targets, anchors, self.box_coder, self.proposal_matcher, self.neg_to_pos_ratio)
 
     def loss_per_stream(self, out: StepOutput, targets: list[dict[str, Tensor]]) -> Tensor:
         """``(B,)``: each stream's multibox loss (both terms, normalised by its own matches),
