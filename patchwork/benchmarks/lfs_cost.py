@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 
 from patchwork.nn.flops import FrameCost, count_flops
-from patchwork.benchmarks.paper_tables import LFS_TABLE2, LfsPaperRow
+from patchwork.benchmarks.paper_tables import LFS_TABLE2, LfsPaperRow, comparison_row
 from patchwork.models.builders import looking_fast_slow_detector
 from patchwork.models.lfs import F1, LookingFastSlowDetector, SimulatedAsynchronousInference
 from patchwork.models.streaming import StepOutput
@@ -64,14 +64,5 @@ def lfs_cost_table(
     table = []
     for row in rows:
         cost = lfs_row_cost(row, model, image_size, cycles)
-        table.append(
-            {
-                "task": "detection",
-                "method": row.method,
-                "mflops_max": cost.mflops_max,
-                "mflops_avg": cost.mflops_avg,
-                "paper_mflops_max": row.paper["mflops_max"],
-                "paper_mflops_avg": row.paper["mflops_avg"],
-            }
-        )
+        table.append(comparison_row("detection", row.method, cost.mflops_max, cost.mflops_avg, row.paper))
     return table

@@ -108,3 +108,10 @@ LFS_TABLE2 = [
     _lfs("LFS interleaved tau=9", (1153, 190), 61.4, tau=9),
     _lfs("LFS interleaved async tau=9", (84, 190), 60.4, tau=9, asynchronous=True),
 ]
+
+
+def comparison_row(task: str, method: str, mflops_max: float, mflops_avg: float, paper: dict) -> dict[str, object]:
+    """One row of a cost table beside the paper's: ``task, method, mflops_max, mflops_avg,
+    paper_mflops_max, paper_mflops_avg``."""
+    return {"task": task, "method": method, "mflops_max": mflops_max, "mflops_avg": mflops_avg,
+            "paper_mflops_max": paper["mflops_max"], "paper_mflops_avg": paper["mflops_avg"]}

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 import torchvision
 
-from patchwork.benchmarks.paper_tables import PaperRow
+from patchwork.benchmarks.paper_tables import PaperRow, comparison_row
 from patchwork.models import StatefulMobileNetV2, patchwork_detector, patchwork_segmenter, wrap_baselines
 from patchwork.nn import WindowGrid
 from patchwork.nn.flops import FrameCost, stream_cost
@@ -89,14 +89,5 @@ def paper_cost_table(rows: Iterable[PaperRow], image_size: tuple[int, int] = (38
     table = []
     for row in rows:
         cost = paper_row_cost(row, image_size)
-        table.append(
-            {
-                "task": row.task,
-                "method": row.method,
-                "mflops_max": cost.mflops_max,
-                "mflops_avg": cost.mflops_avg,
-                "paper_mflops_max": row.paper["mflops_max"],
-                "paper_mflops_avg": row.paper["mflops_avg"],
-            }
-        )
+        table.append(comparison_row(row.task, row.method, cost.mflops_max, cost.mflops_avg, row.paper))
     return table

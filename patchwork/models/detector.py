@@ -28,6 +28,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
 from patchwork.models.ssd_parts import (
+    FeatureMapChain,
     SSDPredictions,
     SSD_BATCH_NORM,
     default_boxes,
@@ -47,7 +48,7 @@ HIGH_RES_HEAD = "high_res_head"
 _BN = SSD_BATCH_NORM
 
 
-class FeaturePyramid(nn.Module):
+class FeaturePyramid(FeatureMapChain):
     """Four separable layers that gradually reduce the restored stride-32 map (Fig. 10).
 
     Args:
@@ -61,14 +62,6 @@ class FeaturePyramid(nn.Module):
         # One pyramid layer of Fig. 10: depthwise 3x3 stride 2, then pointwise (both BN + ReLU6).
         self.layers = nn.ModuleList(separable_layer(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out_channels = list(channels)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """``(B, C, H, W)`` -> the four levels, each half the size of the previous (rounded up)."""
-        levels = []
-        for layer in self.layers:
-            x = layer(x)
-            levels.append(x)
-        return levels
 
 
 def _flatten_level(x: Tensor, columns: int) -> Tensor:

@@ -136,6 +136,22 @@ def empty_detection(device: torch.device | str) -> dict[str, Tensor]:
     }
 
 
+class FeatureMapChain(nn.Module):
+    """Layers applied one after another, every layer's output kept: the extra feature maps an
+    SSD head predicts on. Subclasses fill ``layers`` (an ``nn.ModuleList``) and ``out_channels``."""
+
+    layers: nn.ModuleList
+    out_channels: list[int]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """``(B, C, H, W)`` -> one map per layer, each from the previous layer's output."""
+        maps = []
+        for layer in self.layers:
+            x = layer(x)
+            maps.append(x)
+        return maps
+
+
 class SSDPredictions:
     """``predict``, ``empty_prediction`` and ``loss`` of a detector whose raw outputs are an SSD head's.
 

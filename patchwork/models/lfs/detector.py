@@ -43,6 +43,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from patchwork.models.lfs.extractors import MobileNetV2Extractor, check_matching_maps
 from patchwork.models.ssd_parts import (
+    FeatureMapChain,
     SSDPredictions,
     SSD_BATCH_NORM,
     default_boxes,
@@ -61,7 +62,7 @@ C, H, C_PREV, H_PREV, ETA = "lfs.c", "lfs.h", "lfs.c_prev", "lfs.h_prev", "lfs.e
 HISTORY_LENGTH = 20
 
 
-class ExtraFeatureMaps(nn.Module):
+class ExtraFeatureMaps(FeatureMapChain):
     """SSDLite's extra maps after ``M_t``: each a 1x1 convolution to ``bottleneck`` channels,
     then a depthwise 3x3 stride-2 and a pointwise convolution to its output channels (all
     BatchNorm + ReLU6), as the authors' ``multi_resolution_feature_maps`` with ``insert_1x1_conv``.
@@ -85,14 +86,6 @@ class ExtraFeatureMaps(nn.Module):
             for a, mid, b in zip(inputs, bottleneck, channels)
         )
         self.out_channels = channels
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """``(B, C, h, w)`` -> the extra maps, each half the size of the previous (rounded up)."""
-        maps = []
-        for layer in self.layers:
-            x = layer(x)
-            maps.append(x)
-        return maps
 
 
 class LookingFastSlowDetector(SSDPredictions, StreamingModel):
