@@ -1,92 +1,61 @@
-"""The main job: train all three stages and reproduce the paper's comparisons on one dataset.
+"""The main job: every selected method trained and evaluated on one dataset, one comparison.
 
-1. Stage 1 once: the single-frame model (shared by every grid, as in the paper).
-2. Stages 2 and 3 for each window grid (e.g. M=4,N=2 and M=4,N=1), from the stage-1 weights.
-3. Evaluation: single-frame vs Patchwork (Tab. 4/5 rows), the DQN, random and scanning
-   policies (Tab. 1), and the same weights without cells (Tab. 2), each with theoretical
-   and empirical cost; tables (Markdown, CSV, JSON) and plots in ``<run_dir>/report``.
-
-Training runs reuse ``patchwork.engine.train.train`` with configs composed from
-``configs/train.yaml``, so every sub-run directory looks like a ``scripts/train.py`` run and
-resumes the same way (``resume=true``).
+The methods' parts live in :mod:`patchwork.jobs` (one module each, all through one
+:class:`~patchwork.jobs.MethodJob`): the single-frame rows and their baselines, Patchwork
+(grids, policies, no-cell ablation), Looking Fast and Slow, BlockCopy. Every training sub-run
+is a ``scripts/train.py`` run in ``<run_dir>/train/<name>`` and resumes the same way
+(``resume=true``); the tables (Markdown, CSV, JSON) and plots go to ``<run_dir>/report``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from hydra import compose
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from patchwork.engine.loading import load_model
-from patchwork.engine.train import train
 from patchwork.evaluation.report import cells_table, paper_table, policy_table, write_report
-from patchwork.evaluation.rows import evaluate_method, method_label
 from patchwork.evaluation.tables import write_json
-from patchwork.policies import build_policy
+from patchwork.jobs import MethodJob, patchwork_method, single_frame
 
 log = logging.getLogger(__name__)
 
-
-def _grid_name(grid: list[int]) -> str:
-    return f"m{grid[0]}n{grid[1]}"
-
-
-def _train(overrides: list[str], run_dir: Path, resume: bool) -> dict[str, Any]:
-    cfg = compose(config_name="train", overrides=[*overrides, f"run_dir={run_dir}", f"resume={str(resume).lower()}"])
-    return train(cfg)
+METHODS: dict[str, Callable[[MethodJob, DictConfig], dict[str, list[dict[str, Any]]]]] = {
+    "single_frame": single_frame.run,
+    "patchwork": patchwork_method.run,
+}
+PROFILES = {"detection": "quick", "segmentation": "quick_segmentation"}
 
 
 def run_main_job(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate as configured in ``configs/main.yaml``; returns the report rows."""
+    """Train and evaluate as configured in ``configs/main.yaml``.
+
+    Returns:
+        ``{table name: rows}``: ``"comparison"`` (every method's main rows, in ``methods``
+        order) and each method's ablation tables (``"policy"``, ``"cells"``, ...).
+    """
+    unknown = [name for name in cfg.methods if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    if cfg.task not in PROFILES:
+        raise ValueError(f"task must be one of {sorted(PROFILES)}, got {cfg.task!r}")
     run_dir = Path(cfg.run_dir)
-    base = [f"experiment={cfg.profile}", f"seed={cfg.seed}", f"progress={str(cfg.progress).lower()}"]
-    base += list(cfg.train_overrides)
-    summaries: dict[str, Any] = {}
-    single = run_dir / "train" / "single_frame"
-    summaries["single_frame"] = _train([*base, "stage=[stage1]"], single, cfg.resume)
-    stage1 = single / "checkpoints" / "stage1" / "last.pt"
-    checkpoints = {}
-    for grid in cfg.grids:
-        name = _grid_name(grid)
-        directory = run_dir / "train" / name
-        overrides = [*base, "stage=[stage2,stage3]", f"model.grid=[{grid[0]},{grid[1]}]", f"init_from={stage1}"]
-        summaries[name] = _train(overrides, directory, cfg.resume)
-        checkpoints[name] = directory / "checkpoints" / "stage3" / "last.pt"
-
-    torch.manual_seed(cfg.seed)
-    rows, policy_rows, cell_rows = [], [], []
-
-    def evaluate(checkpoint: Path, policy_name: str, **load_options: Any) -> dict[str, Any]:
-        loaded = load_model(checkpoint, **load_options)
-        model = loaded.model
-        policy = build_policy(policy_name, model.action_space)
-        label = method_label(model, policy)
-        data = instantiate(OmegaConf.create(loaded.config["data"]))
-        row, _ = evaluate_method(model, data, policy, label, streams=cfg.eval.streams, threads=cfg.eval.threads,
-                                 latency_videos=cfg.eval.latency_videos, latency_frames=cfg.eval.latency_frames,
-                                 max_videos=cfg.eval.max_videos)
-        log.info("%s: %s", label, {k: row[k] for k in ("mflops_max", "ms_p95") if k in row})
-        return row
-
-    rows.append(evaluate(stage1, "fixed"))
-    for name, checkpoint in checkpoints.items():
-        for policy_name in cfg.policies:
-            row = evaluate(checkpoint, policy_name)
-            policy_rows.append(row)
-            if policy_name == "dqn":
-                rows.append(row)
-            if name in cfg.no_cell_grids and policy_name in ("dqn", "scanning"):
-                cell_rows.append(row)
-                # Tab. 2: the same weights, each window zero-padded like a separate image.
-                cell_rows.append(evaluate(checkpoint, policy_name, cells="none"))
+    job = MethodJob(run_dir=run_dir, task=cfg.task, profile=cfg.profile or PROFILES[cfg.task],
+                    base_overrides=[f"seed={cfg.seed}", f"progress={str(cfg.progress).lower()}",
+                                    *cfg.train_overrides],
+                    resume=cfg.resume, seed=cfg.seed, eval=cfg.eval)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for name in cfg.methods:
+        log.info("main job: %s", name)
+        for table, rows in METHODS[name](job, cfg[name]).items():
+            tables.setdefault(table, []).extend(rows)
     report_dir = run_dir / "report"
-    write_report(rows, report_dir, policy_rows, cell_rows)
-    write_json(report_dir / "training_summary.json", summaries)
-    for table in (paper_table(rows), policy_table(policy_rows), cells_table(cell_rows)):
+    write_report(tables.get("comparison", []), report_dir, tables.get("policy", ()), tables.get("cells", ()))
+    write_json(report_dir / "tables.json", tables)
+    printed = [paper_table(tables.get("comparison", []))]
+    printed += [builder(tables[key]) for key, builder in (("policy", policy_table), ("cells", cells_table)) if tables.get(key)]
+    for table in printed:
         print(f"\n{table.markdown()}")
-    return {"rows": rows, "policy_rows": policy_rows, "cell_rows": cell_rows, "training": summaries}
+    return tables

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from patchwork.evaluation.cost import theoretical_cost
 from patchwork.evaluation.latency import latency_clips, measure_latency

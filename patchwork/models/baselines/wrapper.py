@@ -43,6 +43,11 @@ class StreamingWrapper(StreamingModel):
         return self.model.task
 
     @property
+    def num_classes(self) -> int | None:
+        """The wrapped detector's number of classes (``None`` for a segmenter): detection metrics need it."""
+        return getattr(self.model, "num_classes", None)
+
+    @property
     def action_space(self):  # type: ignore[override]
         return self.model.action_space
 

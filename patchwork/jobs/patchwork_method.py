@@ -1,0 +1,49 @@
+"""Patchwork's rows of the main job (Chai 2019): stages 2 and 3 per window grid from the shared
+stage-1 model; the learnt (DQN) policy in the comparison, the DQN, random and scanning policies
+(Tab. 1), and the same weights without cells (Tab. 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from patchwork.engine.loading import load_model
+from patchwork.jobs.context import MethodJob
+from patchwork.jobs.single_frame import train_single_frame
+from patchwork.policies import build_policy
+
+
+def grid_name(grid: list[int]) -> str:
+    """``[4, 2]`` -> ``"m4n2"``: the sub-run's name."""
+    return f"m{grid[0]}n{grid[1]}"
+
+
+def run(job: MethodJob, options: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    """Train and evaluate Patchwork.
+
+    Options:
+        grids: ``[[M, N], ...]``, one sub-run (stages 2 and 3) each.
+        policies: policy names (:func:`~patchwork.policies.build_policy`); ``"dqn"`` rows go in
+            the comparison, all of them in ``"policy"``.
+        no_cell_grids: grid names (e.g. ``m4n2``) whose DQN and scanning rows are repeated without
+            cells (``"cells"``).
+    """
+    stage1 = train_single_frame(job)
+    comparison, policy_rows, cell_rows = [], [], []
+    for grid in options.grids:
+        name = grid_name(list(grid))
+        job.train(name, ["stage=[stage2,stage3]", f"model.grid=[{grid[0]},{grid[1]}]", f"init_from={stage1}"])
+        checkpoint = job.checkpoint(name, "stage3")
+        for policy_name in options.policies:
+            for cells in ("all", "none") if name in options.no_cell_grids and policy_name in ("dqn", "scanning") else ("all",):
+                loaded = load_model(checkpoint, **({} if cells == "all" else {"cells": cells}))
+                model = loaded.model
+                row = job.evaluate(model, job.data(loaded.config["data"]), build_policy(policy_name, model.action_space))
+                if cells == "all":
+                    policy_rows.append(row)
+                    if policy_name == "dqn":
+                        comparison.append(row)
+                if name in options.no_cell_grids and policy_name in ("dqn", "scanning"):
+                    cell_rows.append(row)
+    return {"comparison": comparison, "policy": policy_rows, "cells": cell_rows}
