@@ -10,21 +10,23 @@ is a ``scripts/train.py`` run in ``<run_dir>/train/<name>`` and resumes the same
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig
 
-from patchwork.evaluation.report import cells_table, paper_table, policy_table, write_report
+from patchwork.evaluation.claims import check_claims
+from patchwork.evaluation.report import cells_table, claims_table, metric_columns, paper_table, policy_table, write_report, write_table
 from patchwork.evaluation.tables import write_json
 from patchwork.jobs import MethodJob, patchwork_method, single_frame
 
 log = logging.getLogger(__name__)
 
-METHODS: dict[str, Callable[[MethodJob, DictConfig], dict[str, list[dict[str, Any]]]]] = {
-    "single_frame": single_frame.run,
-    "patchwork": patchwork_method.run,
+#: Each method's module: ``run(job, options) -> {table: rows}`` and optionally ``claims(tables) -> [Claim]``.
+METHODS: dict[str, ModuleType] = {
+    "single_frame": single_frame,
+    "patchwork": patchwork_method,
 }
 PROFILES = {"detection": "quick", "segmentation": "quick_segmentation"}
 
@@ -49,13 +51,19 @@ def run_main_job(cfg: DictConfig) -> dict[str, Any]:
     tables: dict[str, list[dict[str, Any]]] = {}
     for name in cfg.methods:
         log.info("main job: %s", name)
-        for table, rows in METHODS[name](job, cfg[name]).items():
+        for table, rows in METHODS[name].run(job, cfg[name]).items():
             tables.setdefault(table, []).extend(rows)
+    comparison = tables.get("comparison", [])
     report_dir = run_dir / "report"
-    write_report(tables.get("comparison", []), report_dir, tables.get("policy", ()), tables.get("cells", ()))
-    write_json(report_dir / "tables.json", tables)
-    printed = [paper_table(tables.get("comparison", []))]
+    write_report(comparison, report_dir, tables.get("policy", ()), tables.get("cells", ()))
+    claims = [claim for name in cfg.methods if hasattr(METHODS[name], "claims") for claim in METHODS[name].claims(tables)]
+    orderings = check_claims(claims, [row for rows in tables.values() for row in rows], metric_columns(comparison)[0]) if comparison else []
+    write_json(report_dir / "tables.json", {**tables, "orderings": orderings})
+    printed = [paper_table(comparison)] if comparison else []
     printed += [builder(tables[key]) for key, builder in (("policy", policy_table), ("cells", cells_table)) if tables.get(key)]
+    if orderings:
+        printed.append(claims_table(orderings))
+        write_table(printed[-1], report_dir, "orderings")
     for table in printed:
         print(f"\n{table.markdown()}")
-    return tables
+    return {**tables, "orderings": orderings}

@@ -36,6 +36,11 @@ def test_main_job_rows_report_and_resume(tmp_path, monkeypatch):
     full, interval, delayed = tables["comparison"][:3]
     assert interval["mflops_max"] == pytest.approx(full["mflops_max"])
     assert delayed["mflops_max"] < full["mflops_max"]
+    sources = [o["source"] for o in tables["orderings"]]
+    assert sources.count("Chai 2019, Tab. 1") == 1 and sources.count("Chai 2019, Tab. 2") == 2
+    assert all(o["verdict"] in ("holds", "does not hold", "not separable") for o in tables["orderings"])
+    assert all(r["mAP_low"] <= r["mAP"] <= r["mAP_high"] for r in tables["comparison"])
+    assert (run_dir / "report" / "orderings.md").exists()
     written = json.loads((run_dir / "report" / "tables.json").read_text())
     assert [row["method"] for row in written["comparison"]] == methods
     assert (run_dir / "report" / "latency_accuracy.md").exists()

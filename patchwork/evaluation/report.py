@@ -69,6 +69,30 @@ def _round(value: float, digits: int = 1) -> float:
     return round(float(value), digits)
 
 
+def metric_headers(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
+    """Each metric's column, followed by ``"<metric> 95% CI"`` when any row has its bootstrap interval."""
+    headers = []
+    for metric in metrics:
+        headers.append(metric)
+        if any(f"{metric}_low" in row for row in rows):
+            headers.append(f"{metric} 95% CI")
+    return headers
+
+
+def metric_cells(row: Mapping[str, Any], headers: Sequence[str]) -> dict[str, Any]:
+    """The cells of :func:`metric_headers`: metrics rounded, intervals as ``"[low, high]"`` (``-`` without one)."""
+    cells: dict[str, Any] = {}
+    for header in headers:
+        metric = header.removesuffix(" 95% CI")
+        if metric == header:
+            cells[header] = _round(row[metric])
+        elif f"{metric}_low" in row:
+            cells[header] = f"[{row[f'{metric}_low']:.1f}, {row[f'{metric}_high']:.1f}]"
+        else:
+            cells[header] = "-"
+    return cells
+
+
 def _ms_max(row: Mapping[str, Any], prefix: str = "ms") -> str:
     return f"{row[f'{prefix}_p95']:.1f} / {row[f'{prefix}_p99']:.1f}"
 
@@ -90,7 +114,8 @@ def paper_table(rows: Sequence[Mapping[str, Any]], title: str | None = None, coc
     columns = ["Method", "MFLOPs max", "MFLOPs avg", "ms max (p95 / p99)", "ms avg (mean ± std)"]
     if gpu:
         columns += ["GPU ms max (p95 / p99)", "GPU ms avg (mean ± std)"]
-    columns += list(metrics)
+    headers = metric_headers(rows, metrics)
+    columns += headers
     if detection and coco_extra:
         columns.append("AP50 (COCO, extra)")
     table = []
@@ -106,7 +131,7 @@ def paper_table(rows: Sequence[Mapping[str, Any]], title: str | None = None, coc
             has = "gpu_ms_p95" in row
             cells["GPU ms max (p95 / p99)"] = _ms_max(row, "gpu_ms") if has else "-"
             cells["GPU ms avg (mean ± std)"] = _ms_avg(row, "gpu_ms") if has else "-"
-        cells.update({m: _round(row[m]) for m in metrics})
+        cells.update(metric_cells(row, headers))
         if detection and coco_extra:
             cells["AP50 (COCO, extra)"] = _round(row["AP50_coco_extra"])
         table.append(cells)
@@ -120,7 +145,7 @@ def policy_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 1: attent
     MFLOPs is the max per frame (for a single-frame row with a keyframe schedule, the paper's
     comparable-max-latency baseline).
     """
-    metrics = metric_columns(rows)
+    headers = metric_headers(rows, metric_columns(rows))
     table = []
     for row in rows:
         single = row.get("family") == "SF"
@@ -130,20 +155,20 @@ def policy_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 1: attent
             "Policy": "Single-frame" if single else row["policy"],
             "MFLOPs": _round(row["mflops_max"]),
         }
-        cells.update({m: _round(row[m]) for m in metrics})
+        cells.update(metric_cells(row, headers))
         table.append(cells)
-    return Table(title, ["M", "N", "Policy", "MFLOPs", *metrics], table)
+    return Table(title, ["M", "N", "Policy", "MFLOPs", *headers], table)
 
 
 def cells_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 2: with and without Patchwork cells") -> Table:
     """Tab. 2: ``Policy | Patchwork Cell? | mAP`` (or ``J | F``); ``yes`` unless the row's ``cells`` is ``none``."""
-    metrics = metric_columns(rows)
+    headers = metric_headers(rows, metric_columns(rows))
     table = []
     for row in rows:
         cells = {"Policy": row["policy"], "Patchwork Cell?": "no" if row["cells"] == "none" else "yes"}
-        cells.update({m: _round(row[m]) for m in metrics})
+        cells.update(metric_cells(row, headers))
         table.append(cells)
-    return Table(title, ["Policy", "Patchwork Cell?", *metrics], table)
+    return Table(title, ["Policy", "Patchwork Cell?", *headers], table)
 
 
 def write_table(table: Table, directory: PathLike, stem: str) -> dict[str, Path]:
@@ -206,7 +231,8 @@ def plot_latency_accuracy(
     rows: Sequence[Mapping[str, Any]], path: PathLike, x: str = "mflops_max", metric: str | None = None,
     title: str | None = None,
 ) -> Path:
-    """Accuracy against max latency, one series per family, each point labelled (Figs. 5-8).
+    """Accuracy against max latency, one series per family, each point labelled (Figs. 5-8), with
+    the rows' 95% bootstrap intervals as bars when they have them.
 
     One series per ``family`` (single-frame variants in blue, Patchwork variants in red as in
     Figs. 6, 8; other families in their own colours); each family's line joins its Pareto
@@ -231,6 +257,12 @@ def plot_latency_accuracy(
         xs, ys = [row[x] for row in members], [row[metric] for row in members]
         label = SERIES_LABELS.get(family, f"{family} variants")
         axes.scatter(xs, ys, color=color, label=label, zorder=3)
+        bounded = [(px, py, row) for row, px, py in zip(members, xs, ys) if f"{metric}_low" in row]
+        if bounded:  # the rows' 95% bootstrap intervals as vertical bars
+            bx, by, brows = zip(*bounded)
+            below = [py - row[f"{metric}_low"] for _, py, row in bounded]
+            above = [row[f"{metric}_high"] - py for _, py, row in bounded]
+            axes.errorbar(bx, by, yerr=[below, above], fmt="none", ecolor=color, alpha=0.5, capsize=2, zorder=2)
         # The line joins the family's best accuracy at each latency (its Pareto front), so
         # ablations below the front stay points rather than bending the curve.
         front, best = [], -math.inf
@@ -314,3 +346,15 @@ def write_report(
         written[name] = plot_latency_accuracy(rows, directory / name, x=x)
     return written
 
+
+
+def claims_table(results: Sequence[Mapping[str, Any]], title: str = "The papers' orderings (95% paired bootstrap over videos)") -> Table:
+    """``Source | Claim | Difference | 95% CI | Verdict`` from :func:`~patchwork.evaluation.claims.check_claims`."""
+    table = []
+    for result in results:
+        ran = "difference" in result
+        table.append({"Source": result["source"], "Claim": result["claim"],
+                      "Difference": _round(result["difference"]) if ran else "-",
+                      "95% CI": f"[{result['low']:.1f}, {result['high']:.1f}]" if ran else "-",
+                      "Verdict": result["verdict"]})
+    return Table(title, ["Source", "Claim", "Difference", "95% CI", "Verdict"], table)

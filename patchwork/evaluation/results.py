@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
+from patchwork.evaluation.bootstrap import RESAMPLES, detection_bootstrap, mean_bootstrap, resample_weights
 from patchwork.evaluation.coco_ap50 import coco_ap50
 from patchwork.evaluation.davis import evaluate_davis
 from patchwork.evaluation.vid import evaluate_vid
@@ -146,6 +148,27 @@ class StreamResult:
         if key not in self._metrics:
             self._metrics[key] = self._compute_metrics(exclude_first_last, num_classes)
         return self._metrics[key]
+
+    def bootstrap(self, resamples: int = RESAMPLES, seed: int = 0, exclude_first_last: bool = True,
+                  num_classes: int | None = None) -> dict[str, np.ndarray]:
+        """The task metric on ``resamples`` bootstrap resamples of the videos (:mod:`~patchwork.evaluation.bootstrap`).
+
+        The resamples depend on the number of videos and ``seed`` alone, so rows of different
+        methods on the same videos are paired. Returns ``{"mAP": (R,)}`` or ``{"J": (R,), "F": (R,)}``
+        in ``[0, 1]`` units.
+        """
+        weights = resample_weights(len(self.videos), resamples, seed)
+        if self.task == "detection":
+            classes = num_classes if num_classes is not None else self.num_classes
+            if classes is None:
+                raise ValueError("detection metrics need num_classes")
+            detections, ground_truth = self.detection_frames()
+            frame_video = np.repeat(np.arange(len(self.videos)), [len(video) for video in self.videos])
+            return {"mAP": detection_bootstrap(detections, ground_truth, frame_video, classes, weights)}
+        per_sequence = self.metrics(exclude_first_last)["per_sequence"]
+        names = [video.name for video in self.videos]
+        return {measure: mean_bootstrap(np.array([per_sequence[n][measure]["mean"] for n in names]), weights)
+                for measure in ("J", "F")}
 
     def _compute_metrics(self, exclude_first_last: bool, num_classes: int | None) -> dict[str, Any]:
         if self.task == "detection":

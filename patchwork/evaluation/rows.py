@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from patchwork.evaluation.bootstrap import RESAMPLES, interval
 from patchwork.evaluation.cost import theoretical_cost
 from patchwork.evaluation.latency import latency_clips, measure_latency
 from patchwork.evaluation.results import StreamResult
@@ -59,6 +60,17 @@ def to_builtin(value: Any) -> Any:
     return value
 
 
+def bootstrap_row(result: StreamResult, resamples: int, seed: int, exclude_first_last: bool = True) -> dict[str, Any]:
+    """``<metric>_low``, ``<metric>_high`` (the 95% interval, percent) and ``bootstrap`` (the resamples, percent)."""
+    samples = {metric: 100 * values for metric, values in
+               result.bootstrap(resamples, seed, exclude_first_last).items()}
+    row: dict[str, Any] = {}
+    for metric, values in samples.items():
+        row[f"{metric}_low"], row[f"{metric}_high"] = interval(values)
+    row["bootstrap"] = {metric: [round(float(v), 3) for v in values] for metric, values in samples.items()}
+    return row
+
+
 def latency_row(summary: dict[str, Any], prefix: str = "ms") -> dict[str, float]:
     """``{prefix}_p95``, ``_p99``, ``_mean``, ``_std``, ``_count`` from a latency summary."""
     return {f"{prefix}_{key}": summary[key] for key in ("p95", "p99", "mean", "std", "count")}
@@ -80,6 +92,7 @@ def evaluate_method(
     fold_bn: bool = True,
     threads: int = 1,
     extra: dict[str, Any] | None = None,
+    resamples: int = RESAMPLES,
 ) -> tuple[dict[str, Any], StreamResult]:
     """One row of Tab. 4/5 (and Tab. 1/2): cost, latency and accuracy of a method.
 
@@ -92,11 +105,14 @@ def evaluate_method(
         policy: the policy for the model's action space (``None`` without one).
         method: the row's label (default :func:`method_label`).
         extra: further entries copied into the row (e.g. baseline options).
+        resamples: bootstrap resamples over videos for the metric's 95% interval (0: none).
     Returns:
         ``(row, result)``: ``row`` has ``method``, ``family``, ``task``, ``policy``, the model's
         description fields, ``mflops_max``, ``mflops_avg``, CPU latency ``ms_p95``, ``ms_p99``,
         ``ms_mean``, ``ms_std``, ``ms_count`` (plus ``gpu_ms_*`` when the model is on CUDA),
-        the metric in percent (:func:`metrics_row`), ``videos`` and ``frames``; ``result`` is
+        the metric in percent (:func:`metrics_row`) with its interval ``<metric>_low`` /
+        ``<metric>_high`` and the paired resamples ``bootstrap`` (``{metric: [R values]}``, seeded by
+        ``generator_seed``, for :func:`~patchwork.evaluation.bootstrap.ordering`), ``videos`` and ``frames``; ``result`` is
         the :class:`StreamResult` (predictions and actions, for strips).
     """
     dataset = clip_dataset(data)
@@ -125,6 +141,7 @@ def evaluate_method(
         **latency_row(latency),
         **gpu,
         **metrics_row(result.task, result.metrics(exclude_first_last)),
+        **(bootstrap_row(result, resamples, generator_seed, exclude_first_last) if resamples else {}),
         "videos": len(result.videos),
         "frames": result.num_frames,
         **(extra or {}),

@@ -269,6 +269,30 @@ def evaluate_vid(
         class with ground truth but no detections has AP 0 and counts. ``mAP`` is
         NaN when no class has ground truth.
     """
+    det, gt, tp = match_vid(detections, ground_truth, num_classes, default_iou_threshold=default_iou_threshold,
+                            pixel_tolerance=pixel_tolerance)
+    num_gt = np.bincount(gt.labels, minlength=num_classes)
+    ap = class_average_precision(det.labels, det.scores, tp, gt.labels, num_classes)
+    valid = ~np.isnan(ap)
+    mean_ap = float(ap[valid].mean()) if valid.any() else float("nan")
+    return {"mAP": mean_ap, "AP": ap, "num_gt": num_gt}
+
+
+def match_vid(
+    detections: Sequence[Mapping[str, Any]],
+    ground_truth: Sequence[Mapping[str, Any]],
+    num_classes: int,
+    *,
+    default_iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    pixel_tolerance: float = PIXEL_TOLERANCE,
+) -> tuple[FrameBoxes, FrameBoxes, np.ndarray]:
+    """The devkit's matching of every frame (arguments as :func:`evaluate_vid`).
+
+    Returns:
+        ``(det, gt, tp)``: the concatenated detections and ground truth and ``tp`` (D,) bool,
+        whether each detection matched an object. Matching never crosses frames, so ``tp``
+        holds for any resampling of whole frames or videos (see :mod:`patchwork.evaluation.bootstrap`).
+    """
     if len(detections) != len(ground_truth):
         raise ValueError(f"{len(detections)} detection frames but {len(ground_truth)} ground-truth frames")
     det = concatenate_frames(detections, with_scores=True)
@@ -276,28 +300,47 @@ def evaluate_vid(
     for name, labels in (("detection", det.labels), ("ground-truth", gt.labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
-
     thresholds = object_iou_thresholds(gt.boxes, default_iou_threshold, pixel_tolerance)
-    tp = match_detections(det, gt, thresholds, num_classes) >= 0
+    return det, gt, match_detections(det, gt, thresholds, num_classes) >= 0
 
-    num_gt = np.bincount(gt.labels, minlength=num_classes)
-    # One global ranking per class by descending score; ties keep frame order (stable).
-    ranked = np.lexsort((-det.scores, det.labels))
-    labels_r, tp_r = det.labels[ranked], tp[ranked]
+
+def class_average_precision(
+    labels: np.ndarray, scores: np.ndarray, tp: np.ndarray, gt_labels: np.ndarray, num_classes: int,
+    weights: np.ndarray | None = None, gt_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-class AP from matched detections: one global ranking per class by descending score.
+
+    Args:
+        labels, scores, tp: (D,) the detections' classes, scores and match flags.
+        gt_labels: (G,) the objects' classes.
+        weights, gt_weights: (D,) and (G,) multiplicities (default 1): a detection of weight k
+            counts as k consecutive copies of itself, which gives exactly the AP of the list with
+            the copies (copies of a true positive only raise precision along the run, so the
+            envelope after the run is the envelope at every recall step inside it).
+    Returns:
+        (num_classes,) float64; NaN for a class without (weighted) ground truth.
+    """
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    gt_weights = np.ones(len(gt_labels)) if gt_weights is None else np.asarray(gt_weights, np.float64)
+    num_gt = np.bincount(gt_labels, weights=gt_weights, minlength=num_classes)
+    # Ties keep frame order (stable), as the devkit's sort does.
+    ranked = np.lexsort((-scores, labels))
+    labels_r, tp_r, w_r = labels[ranked], tp[ranked], weights[ranked]
     class_bounds = np.searchsorted(labels_r, np.arange(num_classes + 1))
     ap = np.full(num_classes, np.nan)
     for c in range(num_classes):
         if num_gt[c] == 0:
             continue
-        hits = tp_r[class_bounds[c] : class_bounds[c + 1]]
-        tp_cum = np.cumsum(hits)
-        fp_cum = np.cumsum(~hits)
+        part = slice(class_bounds[c], class_bounds[c + 1])
+        hits, w = tp_r[part], w_r[part]
+        kept = w > 0
+        hits, w = hits[kept], w[kept]
+        tp_cum = np.cumsum(w * hits)
+        fp_cum = np.cumsum(w * ~hits)
         recall = tp_cum / float(num_gt[c])
         precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
         ap[c] = average_precision(recall, precision)
-    valid = ~np.isnan(ap)
-    mean_ap = float(ap[valid].mean()) if valid.any() else float("nan")
-    return {"mAP": mean_ap, "AP": ap, "num_gt": num_gt}
+    return ap
 
 
 def benchmark_evaluate_vid(

@@ -113,3 +113,12 @@ def test_write_report_writes_every_table_and_figure(tmp_path):
     assert set(written) == expected | {"latency_accuracy_mflops.png", "latency_accuracy_ms.png"}
     assert all(path.is_file() and path.stat().st_size > 0 for path in written.values())
     assert read_table(written["cells.json"]).rows == cells_table(ROWS[2:]).rows
+
+
+def test_intervals_get_their_column_and_bars(tmp_path):
+    rows = [{**ROWS[0], "mAP_low": 50.04, "mAP_high": 58.96}, ROWS[2]]
+    table = paper_table(rows)
+    assert table.columns[5:7] == ["mAP", "mAP 95% CI"]
+    assert table.rows[0]["mAP 95% CI"] == "[50.0, 59.0]" and table.rows[1]["mAP 95% CI"] == "-"
+    assert policy_table(rows).columns[-2:] == ["mAP", "mAP 95% CI"]
+    assert plot_latency_accuracy(rows, tmp_path / "plot.png").stat().st_size > 0
