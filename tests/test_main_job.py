@@ -56,3 +56,15 @@ def test_main_job_rows_report_and_resume(tmp_path, monkeypatch):
 def test_main_job_refuses_unknown_methods(tmp_path):
     with pytest.raises(ValueError, match="unknown methods"):
         _run(tmp_path, "methods=[single_frame,nonesuch]")
+
+
+def test_main_job_segmentation(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
+    tables = _run(tmp_path / "run", "task=segmentation", "profile=test_tiny_segmentation", "patchwork.policies=[dqn]",
+                  "patchwork.no_cell_grids=[]", "single_frame.baselines=[{area: 0.25}]")
+    rows = tables["comparison"]
+    assert [row["task"] for row in rows] == ["segmentation"] * 3
+    assert [row["method"] for row in rows][:2] == ["SF depth=0.35", "SF depth=0.35, resolution=0.25"]
+    assert all(r["J_low"] <= r["J"] <= r["J_high"] and r["F_low"] <= r["F"] <= r["F_high"] for r in rows)
+    assert rows[1]["mflops_max"] < rows[0]["mflops_max"] / 2
+    assert (tmp_path / "run" / "report" / "latency_accuracy.md").read_text().count("J 95% CI") == 1
