@@ -10,6 +10,7 @@ is a ``scripts/train.py`` run in ``<run_dir>/train/<name>`` and resumes the same
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,16 +50,19 @@ def run_main_job(cfg: DictConfig) -> dict[str, Any]:
                                     *cfg.train_overrides],
                     resume=cfg.resume, seed=cfg.seed, eval=cfg.eval)
     tables: dict[str, list[dict[str, Any]]] = {}
-    for name in cfg.methods:
-        log.info("main job: %s", name)
+    wall: dict[str, float] = {}
+    for index, name in enumerate(cfg.methods):
+        log.info("main job: method %d/%d, %s", index + 1, len(cfg.methods), name)
+        start = time.perf_counter()
         for table, rows in METHODS[name].run(job, cfg[name]).items():
             tables.setdefault(table, []).extend(rows)
+        wall[name] = time.perf_counter() - start
     comparison = tables.get("comparison", [])
     report_dir = run_dir / "report"
     write_report(comparison, report_dir, tables.get("policy", ()), tables.get("cells", ()))
     claims = [claim for name in cfg.methods if hasattr(METHODS[name], "claims") for claim in METHODS[name].claims(tables)]
     orderings = check_claims(claims, [row for rows in tables.values() for row in rows], metric_columns(comparison)[0]) if comparison else []
-    write_json(report_dir / "tables.json", {**tables, "orderings": orderings})
+    write_json(report_dir / "tables.json", {**tables, "orderings": orderings, "wall_seconds": wall})
     printed = [paper_table(comparison)] if comparison else []
     printed += [builder(tables[key]) for key, builder in (("policy", policy_table), ("cells", cells_table)) if tables.get(key)]
     if orderings:
@@ -66,4 +70,6 @@ def run_main_job(cfg: DictConfig) -> dict[str, Any]:
         write_table(printed[-1], report_dir, "orderings")
     for table in printed:
         print(f"\n{table.markdown()}")
-    return {**tables, "orderings": orderings}
+    print("\nwall time: " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in wall.items())
+          + f" (total {sum(wall.values()) / 60:.1f} min)")
+    return {**tables, "orderings": orderings, "wall_seconds": wall}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from patchwork.evaluation.rows import evaluate_method, method_label
 from patchwork.models.streaming import StreamingModel
 
 log = logging.getLogger(__name__)
+METRICS = ("mAP", "J", "F")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class MethodJob:
     eval: DictConfig
     _data: dict[str, Any] = field(default_factory=dict, repr=False)
     _trained: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _rows: int = field(default=0, repr=False)
 
     def train_dir(self, name: str) -> Path:
         """The directory of the training sub-run ``name``."""
@@ -92,9 +95,13 @@ class MethodJob:
         """
         torch.manual_seed(self.seed)
         label = method if method is not None else method_label(model, policy)
+        self._rows += 1
+        log.info("evaluating row %d: %s", self._rows, label)
+        start = time.perf_counter()
         row, _ = evaluate_method(model, data, policy, label, streams=self.eval.streams, threads=self.eval.threads,
                                  generator_seed=self.seed, latency_videos=self.eval.latency_videos,
                                  latency_frames=self.eval.latency_frames, max_videos=self.eval.max_videos,
                                  extra=extra)
-        log.info("%s: %s", label, {k: row[k] for k in ("mflops_max", "ms_p95") if k in row})
+        log.info("%s: %s (%.0f s)", label, {k: round(row[k], 1) for k in ("mflops_max", "ms_p95", *METRICS) if k in row},
+                 time.perf_counter() - start)
         return row
