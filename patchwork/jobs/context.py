@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -15,7 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from patchwork.engine.train import train
-from patchwork.evaluation.rows import evaluate_method, method_label
+from patchwork.evaluation.rows import evaluate_method, method_label, to_builtin
+from patchwork.evaluation.tables import write_json
 from patchwork.models.streaming import StreamingModel
 
 log = logging.getLogger(__name__)
@@ -92,10 +94,17 @@ class MethodJob:
         """One table row (:func:`~patchwork.evaluation.rows.evaluate_method`) with the job's options.
 
         The global RNG is reseeded first so that a row does not depend on which rows ran before it.
+        Each row is saved in ``run_dir/rows``; with ``resume`` a saved row is returned as it is (a
+        job interrupted while evaluating continues at the first row it had not finished).
         """
         torch.manual_seed(self.seed)
         label = method if method is not None else method_label(model, policy)
         self._rows += 1
+        key = json.dumps([self.task, label, extra], sort_keys=True, default=str)
+        saved = self.run_dir / "rows" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+        if self.resume and saved.exists():
+            log.info("row %d: %s (saved)", self._rows, label)
+            return json.loads(saved.read_text())
         log.info("evaluating row %d: %s", self._rows, label)
         start = time.perf_counter()
         row, _ = evaluate_method(model, data, policy, label, streams=self.eval.streams, threads=self.eval.threads,
@@ -104,4 +113,6 @@ class MethodJob:
                                  extra=extra)
         log.info("%s: %s (%.0f s)", label, {k: round(row[k], 1) for k in ("mflops_max", "ms_p95", *METRICS) if k in row},
                  time.perf_counter() - start)
+        row = to_builtin(row)
+        write_json(saved, row)
         return row
