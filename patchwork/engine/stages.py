@@ -171,7 +171,13 @@ def _task_training(ctx: StageContext, model: nn.Module, parameters: Any, lr: flo
     """The optimiser and scheduler of a task-training stage, restored from its last checkpoint when
     resuming, and the stage's checkpoint function; returns ``(optimizer, scheduler, objects, start)``."""
     optimizer = ctx.optimizer(lr)(parameters)
-    scheduler = instantiate(ctx.cfg.optim.scheduler)(optimizer, max_lr=float(lr), total_steps=int(steps))
+    try:
+        scheduler = instantiate(ctx.cfg.optim.scheduler)(optimizer, max_lr=float(lr), total_steps=int(steps))
+    except ZeroDivisionError as error:
+        # OneCycleLR divides by its warm-up length minus one step: pct_start * steps == 1 fails.
+        raise ValueError(f"stage {ctx.name}: the scheduler {ctx.cfg.optim.scheduler.get('_target_')} cannot run "
+                         f"{steps} steps with {OmegaConf.to_container(ctx.cfg.optim.scheduler)}; change the steps "
+                         "or optim.scheduler.pct_start (OneCycleLR needs pct_start * steps != 1)") from error
     objects: dict[str, Any] = {"models": {"model": model}, "optimizers": {"optimizer": optimizer},
                                "schedulers": {"scheduler": scheduler}}
     if generators:

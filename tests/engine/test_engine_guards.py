@@ -60,3 +60,20 @@ def test_skip_counter_limit_turns_broken_data_into_an_error():
     message = "skipped 3 samples, more than the limit 2: 3 skipped: unreadable image 3"
     with pytest.raises(TooManySkipsError, match=message):
         counter.skip("unreadable image", "c.jpg")
+
+
+def test_a_schedule_the_scheduler_cannot_run_is_a_clear_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from patchwork.engine.train import train
+
+    monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        # OneCycleLR's warm-up of pct_start * steps = 0.25 * 4 = 1 step divides by zero inside torch.
+        cfg = compose(config_name="train", overrides=["experiment=test_tiny", "device=cpu", "stage=[stage1]",
+                                                      "optim.scheduler.pct_start=0.25", f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(ValueError, match="stage1: the scheduler .*OneCycleLR cannot run 4 steps"):
+        train(cfg)
