@@ -134,13 +134,18 @@ def patchwork_segmenter(
     head_channels: int = 256,
     attention_hidden: int = 16,
     history_alpha: float = 0.5,
+    final_layer: bool = True,
 ) -> PatchworkSegmenter:
     """The segmenter of Sec. 4.2: MobileNetV2 at output stride 16 + DeepLabv3 light head, binary foreground.
 
-    ``grid=(1, 1)`` is the single-frame baseline (no cells, no attention).
+    ``grid=(1, 1)`` is the single-frame baseline (no cells, no attention). ``final_layer``
+    keeps MobileNetV2's final 1x1 conv (1280 channels at width 1.0, narrowed below it as
+    :func:`mobilenet_v2` does), which the head then reads: the paper's backbone (Tab. 3)
+    and what Tab. 5's MFLOPs count; ``False`` is TensorFlow DeepLab's ``MobileNetV2*``
+    (the head reads the 320-channel last bottleneck).
     """
     grid = _grid(grid)
-    features = os16_features(mobilenet_v2(width_mult, weights))
+    features = os16_features(mobilenet_v2(width_mult, weights), final_layer)
     backbone = StatefulMobileNetV2(features, grid, cells=cells)
     attention = None
     if grid.num_windows > 1:

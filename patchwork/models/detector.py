@@ -77,7 +77,11 @@ class PatchworkDetector(SSDPredictions, PatchworkModel):
         backbone: the stateful MobileNetV2; its grid is the detector's.
         num_classes: object classes, without background (30 for ImageNet VID).
         attention: the attention Q-network on the restored stride-32 memory, or ``None``.
-        pyramid_channels: output channels of the four pyramid layers.
+        pyramid_channels: nominal output channels of the four pyramid layers (at width 1.0).
+            They scale with ``width_mult`` as the TensorFlow object detection API's SSD
+            feature extractors scale their extra layers (``depth_multiplier``, never below
+            ``min_depth``): ``max(int(c * width_mult), min_depth)``.
+        min_depth: the fewest channels a pyramid layer keeps (16, the API's SSDLite MobileNetV2 configs).
         history_alpha: the action history's decay (Eq. 1).
         width_mult: the backbone's width multiplier (the tables' ``depth``), for labels.
         score_thresh, nms_thresh, detections_per_img, topk_candidates: post-processing,
@@ -99,6 +103,7 @@ class PatchworkDetector(SSDPredictions, PatchworkModel):
         pyramid_channels: Sequence[int] = (256, 256, 256, 128),
         history_alpha: float = 0.5,
         width_mult: float = 1.0,
+        min_depth: int = 16,
         score_thresh: float = 0.01,
         nms_thresh: float = 0.55,
         detections_per_img: int = 100,
@@ -109,7 +114,8 @@ class PatchworkDetector(SSDPredictions, PatchworkModel):
         super().__init__(backbone, attention, history_alpha, width_mult)
         self.backbone = backbone
         self.num_classes = num_classes
-        self.pyramid = FeaturePyramid(backbone.out_channels, pyramid_channels)
+        scaled = [max(int(channels * width_mult), min_depth) for channels in pyramid_channels]
+        self.pyramid = FeaturePyramid(backbone.out_channels, scaled)
         self.anchor_generator = DefaultBoxGenerator([[2, 3]] * 6, min_ratio=0.2, max_ratio=0.95)
         anchors = self.anchor_generator.num_anchors_per_location()
         tap_channels = backbone.features.get_submodule(STRIDE16_TAP.removeprefix("features.")).out_channels

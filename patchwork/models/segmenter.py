@@ -2,8 +2,11 @@
 
 Binary foreground/background segmentation for unsupervised DAVIS 2016. The backbone is
 MobileNetV2 at output stride 16 the DeepLab way (the last stride-2 convolution becomes
-stride 1 and the convolutions after it are dilated), without the final 1x1 conv to 1280
-(DeepLab reads the 320-channel last bottleneck). The head is the MobileNetV2 paper's
+stride 1 and the convolutions after it are dilated), keeping the final 1x1 conv to 1280
+channels: the paper's stateful backbone ends in it (supplementary Tab. 3) and Tab. 5's
+MFLOPs count it (without it every row is 11-22% low). TensorFlow DeepLab's
+``MobileNetV2*`` instead reads the 320-channel last bottleneck (``final_layer=False``).
+The head is the MobileNetV2 paper's
 "DeepLabv3 without ASPP atrous branches" (Sandler et al. 2018, Sec. 6.3): a 1x1 branch
 and an image-pooling branch, a 1x1 projection and a 1x1 classifier.
 
@@ -29,7 +32,7 @@ from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.stateful import StatefulPass, run_stateful
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
 from patchwork.models.patchwork_model import PatchworkModel
-from patchwork.models.streaming import Stages, StepOutput, run_stages
+from patchwork.models.streaming import Stages, StepOutput, layer_stages, run_stages
 from patchwork.nn import FrameMemory, StreamState
 
 #: State key of the full-frame mask-logit memory.
@@ -40,11 +43,13 @@ OUTPUT_STRIDE = 16
 
 
 # ---------------------------------------------------------------------------- backbone
-def os16_features(model: nn.Module) -> nn.Sequential:
-    """DeepLab's MobileNetV2 feature extractor from a torchvision ``mobilenet_v2`` (copied, not changed).
+def os16_features(model: nn.Module, final_layer: bool = True) -> nn.Sequential:
+    """MobileNetV2 at output stride 16 from a torchvision ``mobilenet_v2`` (copied, not changed).
 
-    Takes ``model.features`` without its final 1x1 conv to 1280 channels (DeepLab reads
-    the 320-channel last bottleneck) and converts it to output stride 16 as TensorFlow
+    Takes ``model.features``, with its final 1x1 conv to 1280 channels (``final_layer``,
+    the paper's Tab. 3 backbone; pointwise, so it needs no cell and no dilation) or
+    without it (TensorFlow DeepLab's ``MobileNetV2*``, reading the 320-channel last
+    bottleneck), and converts it to output stride 16 as TensorFlow
     DeepLab's ``mobilenet_base`` does: once the running stride reaches 16, a strided conv
     gets stride 1 with the current dilation rate, and the rate is multiplied by its
     stride for every k > 1 conv after it. For MobileNetV2: block 14's depthwise conv gets
@@ -54,16 +59,19 @@ def os16_features(model: nn.Module) -> nn.Sequential:
 
     Args:
         model: a ``torchvision.models.MobileNetV2`` (any width).
+        final_layer: keep the final 1x1 conv (default, the paper's) or drop it.
     Returns:
         ``nn.Sequential`` mapping ``(B, 3, H, W)`` to ``(B, C, H / 16, W / 16)`` with
-        ``C = 320`` at width 1.0; :class:`StatefulMobileNetV2` derives ``out_stride = 16``
+        ``C`` the final 1x1 conv's channels (1280 at width 1.0), or ``C = 320`` at width
+        1.0 without it; :class:`StatefulMobileNetV2` derives ``out_stride = 16``
         and every cell's context from the modified convs.
     """
     features = copy.deepcopy(model.features)
     last = features[-1]
     if not (isinstance(last, Conv2dNormActivation) and last[0].kernel_size == (1, 1)):
         raise ValueError("expected torchvision's mobilenet_v2().features ending in the 1x1 conv to 1280 channels")
-    features = features[:-1]
+    if not final_layer:
+        features = features[:-1]
     stride, rate = 1, 1
     for conv in (m for m in features.modules() if isinstance(m, nn.Conv2d)):
         if conv.kernel_size == (1, 1) and conv.stride == (1, 1):
@@ -78,9 +86,9 @@ def os16_features(model: nn.Module) -> nn.Sequential:
     return features
 
 
-def mobilenet_v2_os16_features(width_mult: float = 1.0) -> nn.Sequential:
+def mobilenet_v2_os16_features(width_mult: float = 1.0, final_layer: bool = True) -> nn.Sequential:
     """A randomly initialised :func:`os16_features` of ``torchvision.models.mobilenet_v2(width_mult)``."""
-    return os16_features(torchvision.models.mobilenet_v2(width_mult=width_mult))
+    return os16_features(torchvision.models.mobilenet_v2(width_mult=width_mult), final_layer)
 
 
 # ------------------------------------------------------------------------------- head
@@ -99,7 +107,8 @@ class DeepLabLightHead(nn.Module):
     training needs more than one stream per batch.
 
     Args:
-        in_channels: channels of the backbone's last map (320 at width 1.0).
+        in_channels: channels of the backbone's last map (1280 at width 1.0; 320 without
+            the final 1x1 layer).
         channels: width of the branches and the projection (256 in DeepLabv3).
         num_classes: logits per pixel (1: binary foreground).
         dropout: dropout probability before the classifier.
@@ -127,13 +136,14 @@ class DeepLabLightHead(nn.Module):
         return run_stages(self.forward_stages(x, frame))
 
     def forward_stages(self, x: Tensor, frame: Tensor | None = None) -> Stages[Tensor]:
-        """:meth:`forward` as a generator yielding between its layers (for the ``delay`` baseline)."""
-        local = self.branch(x)
+        """:meth:`forward` as a generator yielding between its layers (for the ``delay`` baseline; the
+        1x1 branch and projection may run in bands of rows, :func:`layer_stages`)."""
+        local = yield from layer_stages(self.branch, x)
         yield
         pooled = (x if frame is None else frame).mean(dim=(-2, -1), keepdim=True)
         pooled = self.image_pool(pooled).expand_as(local)
         yield
-        projected = self.project(torch.cat((local, pooled), dim=1))
+        projected = yield from layer_stages(self.project, torch.cat((local, pooled), dim=1))
         yield
         return self.classifier(self.dropout(projected))
 
@@ -164,7 +174,7 @@ class PatchworkSegmenter(PatchworkModel):
         model.loss(out, [{"mask": Bool (H, W)}] * B)  # {"loss_mask": scalar}
 
     The state holds the backbone's memories (one per cell and the restored ``"output"``
-    map, 320 channels at stride 16), and ``"mask_logits"``, the full-frame logits
+    map, 1280 channels at stride 16 at width 1.0), and ``"mask_logits"``, the full-frame logits
     ``(B, 1, H / 16, W / 16)``. The head's image pooling reads ``"output"``: the head's
     input *is* the backbone's output, so that memory is the pooling cell's memory and
     is not kept twice.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
+from patchwork.models.streaming import Stages, banded_conv, layer_stages
 from patchwork.nn import PatchworkCell, StreamState, WindowPlacement
 
 
@@ -81,6 +82,19 @@ def run_stateful(module: nn.Module, name: str, x: Tensor, step: StatefulPass) ->
             x = run_stateful(child, f"{name}.{child_name}", x, step)
     else:
         x = module(x)
+    if name in step.taps:
+        step.taps[name] = x
+    return x
+
+
+def run_stateful_stages(module: nn.Module, name: str, x: Tensor, step: StatefulPass) -> Stages[Tensor]:
+    """:func:`run_stateful` as a staged computation: a stateless conv layer (no cell inside,
+    :func:`~patchwork.models.streaming.banded_conv`) runs through
+    :func:`~patchwork.models.streaming.layer_stages`, so the ``delay`` baseline may split its
+    output rows over frames; any other module runs whole."""
+    if banded_conv(module) is None:
+        return run_stateful(module, name, x, step)
+    x = yield from layer_stages(module, x)
     if name in step.taps:
         step.taps[name] = x
     return x

@@ -31,7 +31,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-from patchwork.models.stateful import StatefulPass, cell_memories, conv_input_strides, insert_cells, run_stateful
+from patchwork.models.stateful import (
+    StatefulPass,
+    cell_memories,
+    conv_input_strides,
+    insert_cells,
+    run_stateful,
+    run_stateful_stages,
+)
 from patchwork.models.streaming import Stages, run_stages
 from patchwork.nn import FrameMemory, StreamState, WindowGrid, WindowPlacement, gather_windows
 from patchwork.nn.window_ops import to_channels_last
@@ -270,20 +277,21 @@ class StatefulMobileNetV2(nn.Module):
         """Run ``features`` layer by layer, yielding after each layer of every block.
 
         Yielding inside the inverted residual blocks keeps every stage small (the largest
-        is one convolution), so the ``delay`` baseline can split a keyframe evenly.
+        is one convolution), so the ``delay`` baseline can split a keyframe evenly; a
+        stateless conv layer may further be split by output rows (:func:`run_stateful_stages`).
         """
         for name, block in self.features.named_children():
             prefix = f"features.{name}"
             if isinstance(block, InvertedResidual):
                 out = x
                 for child_name, child in block.conv.named_children():
-                    out = run_stateful(child, f"{prefix}.conv.{child_name}", out, step)
+                    out = yield from run_stateful_stages(child, f"{prefix}.conv.{child_name}", out, step)
                     yield
                 x = x + out if block.use_res_connect else out
                 if prefix in step.taps:
                     step.taps[prefix] = x
             else:
-                x = run_stateful(block, prefix, x, step)
+                x = yield from run_stateful_stages(block, prefix, x, step)
                 yield
         return x
 

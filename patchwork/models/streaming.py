@@ -22,11 +22,14 @@ Frames are float images in ``[0, 1]`` (or uint8); each model normalises them its
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from patchwork.nn import StreamState
@@ -40,7 +43,81 @@ T = TypeVar("T")
 
 #: A computation that yields between its layers and returns its result: a model's
 #: ``step_stages`` lets the ``delay`` baseline spread one keyframe over several frames.
-Stages = Generator[None, None, T]
+#: It yields ``None`` after a layer, and :data:`ROW_BAND` between the row bands of one
+#: layer that was asked to run in bands (:func:`row_bands`, :func:`layer_stages`).
+Stages = Generator[str | None, None, T]
+
+#: What a staged computation yields between two row bands of one layer.
+ROW_BAND = "row band"
+
+_ROW_BANDS: ContextVar[int] = ContextVar("row_bands", default=1)
+
+#: Modules that act on each position alone: a conv layer ending in them splits by rows.
+_POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity)
+
+
+@contextmanager
+def row_bands(bands: int) -> Iterator[None]:
+    """Ask the next layer that a staged computation runs through :func:`layer_stages`, inside
+    this block, to compute its output in ``bands`` bands of rows (one stage each).
+
+    The ``delay`` baseline uses it when one layer alone exceeds the per-frame budget. Only
+    the first such layer in the block takes the request; layers that cannot be split
+    (:func:`banded_conv` is ``None``) run whole.
+    """
+    token = _ROW_BANDS.set(int(bands))
+    try:
+        yield
+    finally:
+        _ROW_BANDS.reset(token)
+
+
+def banded_conv(layer: nn.Module) -> nn.Conv2d | None:
+    """The convolution of a layer that :func:`layer_stages` can split by output rows, else ``None``.
+
+    Splittable: a zero-padded ``nn.Conv2d``, or an ``nn.Sequential`` of one (torchvision's
+    ``Conv2dNormActivation``) followed only by pointwise modules (BatchNorm, ReLU, ReLU6).
+    """
+    children = list(layer.children()) if isinstance(layer, nn.Sequential) else [layer]
+    conv = children[0] if children else None
+    if not isinstance(conv, nn.Conv2d) or type(conv) is not nn.Conv2d or conv.padding_mode != "zeros":
+        return None
+    if isinstance(conv.padding, str) or not all(isinstance(child, _POINTWISE) for child in children[1:]):
+        return None
+    return conv
+
+
+def layer_stages(layer: nn.Module, x: Tensor) -> Stages[Tensor]:
+    """``layer(x)`` as a staged computation: whole, or in the bands of output rows that
+    :func:`row_bands` asked for, yielding :data:`ROW_BAND` between bands.
+
+    Band ``[a, b)`` of output rows convolves input rows ``[a s - p, (b - 1) s - p + d (k - 1)]``
+    (zero rows outside the frame), so the bands together compute exactly the layer's
+    outputs: the same FLOPs, split. ``x`` ``(B, C, H, W)`` -> ``(B, C', H', W')``.
+    """
+    bands = _ROW_BANDS.get()
+    _ROW_BANDS.set(1)  # the request is for one layer
+    conv = banded_conv(layer)
+    if bands <= 1 or conv is None:
+        return layer(x)
+    (kernel, _), (stride, _), (dilation, _), (pad, pad_w) = (
+        conv.kernel_size, conv.stride, conv.dilation, conv.padding
+    )
+    rows_out = (x.shape[-2] + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    bands = min(bands, rows_out)
+    edges = [round(i * rows_out / bands) for i in range(bands + 1)]
+    padded = F.pad(x, (0, 0, pad, pad))
+    rest = list(layer.children())[1:] if isinstance(layer, nn.Sequential) else []
+    parts = []
+    for index, (first, end) in enumerate(zip(edges[:-1], edges[1:])):
+        if index:
+            yield ROW_BAND
+        rows = padded[..., first * stride : (end - 1) * stride + dilation * (kernel - 1) + 1, :]
+        band = F.conv2d(rows, conv.weight, conv.bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)
+        for module in rest:
+            band = module(band)
+        parts.append(band)
+    return torch.cat(parts, dim=-2)
 
 Prediction = dict[str, Tensor]
 

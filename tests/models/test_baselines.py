@@ -6,7 +6,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from patchwork.models.baselines import Flip, KeyframeDelay, KeyframeInterval, Resolution, average_raw, balanced_partition
-from patchwork.models.streaming import IMAGENET_MEAN, IMAGENET_STD, Description, StepOutput, StreamingModel, normalize_frames
+from patchwork.models.builders import patchwork_segmenter
+from patchwork.models.streaming import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ROW_BAND,
+    Description,
+    StepOutput,
+    StreamingModel,
+    layer_stages,
+    normalize_frames,
+    row_bands,
+    run_stages,
+)
+from torchvision.ops.misc import Conv2dNormActivation
 from patchwork.nn import StreamState, WindowGrid
 from patchwork.nn.flops import count_flops, stream_cost
 from patchwork.nn.spaces import Discrete
@@ -274,7 +287,8 @@ def test_delay_gives_the_undelayed_predictions_delay_frames_late(delay):
         else:
             _assert_predictions_equal(out.predictions, interval[t - delay].predictions)
     # One measurement pass (batch 1) at init, then the keyframes 0, 4 and 8 (started in every case).
-    assert model.batch_sizes == [1, 2, 2, 2]
+    # (one more measurement pass with the row-band requests, which the toy ignores, when delayed)
+    assert model.batch_sizes == [1] * (1 + (delay > 0)) + [2, 2, 2]
 
 
 @pytest.mark.parametrize("costs", [[1, 3, 2, 2], [10, 1, 1, 1, 1, 1], [0, 5, 0, 2]])
@@ -494,3 +508,64 @@ def test_flip_of_resolution_composes():
     for a, b in zip(flipped, plain):
         assert a.predictions[0]["mask"].shape == SIZE
         _assert_predictions_close(a.predictions, b.predictions)
+
+
+# ------------------------------------------------------------------ delay: layers split by rows
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
+@torch.no_grad()
+def test_layer_stages_in_row_bands_equal_the_layer_with_the_same_flops(stride, dilation):
+    torch.manual_seed(0)
+    layer = Conv2dNormActivation(3, 5, kernel_size=3, stride=stride, dilation=dilation).eval()
+    x = torch.randn(2, 3, 11, 9, dtype=torch.float64)
+    layer = layer.double()
+    whole = layer(x)
+    stages = layer_stages(layer, x)
+    with row_bands(3):
+        yielded = [next(stages)]
+    yielded += list(itertools.takewhile(lambda v: v is not None, _drain(stages)))
+    assert yielded == [ROW_BAND, ROW_BAND]
+    torch.testing.assert_close(_drain.result, whole, rtol=0, atol=1e-12)
+
+    def banded():
+        with row_bands(3):
+            return run_stages(layer_stages(layer, x))
+
+    assert count_flops(banded) == count_flops(lambda: layer(x))
+
+
+def _drain(stages):
+    """Yield what ``stages`` yields until it returns; the result lands in ``_drain.result``."""
+    while True:
+        try:
+            yield next(stages)
+        except StopIteration as finished:
+            _drain.result = finished.value
+            return
+
+
+@torch.no_grad()
+def test_delay_splits_a_layer_above_the_budget_and_keeps_the_keyframe_result():
+    torch.manual_seed(0)
+    model = patchwork_segmenter((1, 1), width_mult=0.5).eval()
+    size = (64, 64)
+    frames = torch.rand(1, 3, *size)
+    expected = model.forward_raw(frames, None, model.init_state(1, size)).raw["logits"]
+    keyframe = count_flops(lambda: model.forward_raw(frames, None, model.init_state(1, size)))
+    wrapper = KeyframeDelay(model, 16, 15).eval()
+    state = wrapper.init_state(1, size)
+    whole, _ = wrapper._measure(size, None, None)
+    assert max(whole) > keyframe / 16  # one layer alone exceeds the per-frame budget
+    flops, finished = [], None
+    for t in range(16):
+        def step():
+            nonlocal state, finished
+            out = wrapper(frames, None, state)
+            state, finished = out.state, out.raw["finished"] or finished
+
+        flops.append(count_flops(step))
+    torch.testing.assert_close(finished.raw["logits"], expected, rtol=1e-5, atol=1e-6)
+    # Every FLOP of the keyframe is counted once (its decoding aside), and no frame pays much
+    # more than its share.
+    decode = count_flops(lambda: model.predict(finished))
+    assert sum(flops) == keyframe + decode
+    assert max(flops) < 1.2 * keyframe / 16  # 64 px: 4 rows at stride 16 limit the bands

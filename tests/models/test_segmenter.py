@@ -62,9 +62,11 @@ def _normalize(frames: torch.Tensor) -> torch.Tensor:
 def test_os16_features_keeps_torchvision_weights_and_dilates_the_last_blocks():
     torch.manual_seed(0)
     tv = torchvision.models.mobilenet_v2(width_mult=0.5).eval()
-    features = os16_features(tv).eval()
+    features = os16_features(tv, final_layer=False).eval()
     # Parameters carry over under torchvision's names, minus the dropped 1x1 conv to 1280.
     expected = {k: v for k, v in tv.features.state_dict().items() if not k.startswith("18.")}
+    kept = os16_features(tv)
+    assert kept.state_dict().keys() == tv.features.state_dict().keys()  # the default keeps it (Tab. 3)
     assert features.state_dict().keys() == expected.keys()
     assert all(torch.equal(features.state_dict()[k], v) for k, v in expected.items())
     depthwise = [features[i].conv[1][0] for i in range(13, 18)]
@@ -87,7 +89,7 @@ def test_os16_features_keeps_torchvision_weights_and_dilates_the_last_blocks():
 def test_head_pools_the_frame_it_is_given():
     _, head = _parts()
     head.eval()
-    frame = torch.randn(1, 160, 8, 8)
+    frame = torch.randn(1, head.in_channels, 8, 8)
     window = frame[..., 2:6, 4:8]
     full = head(frame)
     torch.testing.assert_close(head(window, frame), full[..., 2:6, 4:8])
@@ -300,7 +302,7 @@ def test_mismatched_parts_are_rejected():
     with pytest.raises(ValueError, match="channels"):
         PatchworkSegmenter(backbone, DeepLabLightHead(320))
     with pytest.raises(ValueError, match="binary"):
-        PatchworkSegmenter(backbone, DeepLabLightHead(160, num_classes=2))
+        PatchworkSegmenter(backbone, DeepLabLightHead(backbone.out_channels, num_classes=2))
 
 
 # ------------------------------------------------------------------------------ cost

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from patchwork.models.baselines.wrapper import KeyframeWrapper, split_state, state_device
 from patchwork.models.inference import evaluation_mode
-from patchwork.models.streaming import Description, Stages, StepOutput, StreamingModel
+from patchwork.models.streaming import ROW_BAND, Description, Stages, StepOutput, StreamingModel, row_bands
 from patchwork.nn import StreamState
 from patchwork.nn.flops import count_flops
 
@@ -75,6 +75,8 @@ class _InFlight:
 
     ticket: int
     stages: Stages[StepOutput]
+    requests: list[int]
+    done: int = 0
 
 
 class KeyframeDelay(KeyframeWrapper):
@@ -110,6 +112,8 @@ class KeyframeDelay(KeyframeWrapper):
     finished at this frame else None, "image_size": (H, W)}``.
     """
 
+    #: A layer-stage above ``budget / PIECES_PER_FRAME`` is split into row bands of at most that.
+    PIECES_PER_FRAME = 8
     COUNTER = "delay.counter"
     TICKET = "delay.ticket"
     PREFIX = "delay."
@@ -128,6 +132,7 @@ class KeyframeDelay(KeyframeWrapper):
         self._in_flight: _InFlight | None = None
         self._last_ticket = 0
         self._stage_flops: dict[tuple[int, int], list[int]] = {}
+        self._requests: dict[tuple[int, int], list[int]] = {}
 
     def init_state(
         self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
@@ -139,35 +144,58 @@ class KeyframeDelay(KeyframeWrapper):
         return state
 
     def stage_flops(self, image_size: tuple[int, int], device: torch.device | str | None = None) -> list[int]:
-        """FLOPs of each stage of one keyframe (batch of one), in order; cached per image size.
+        """FLOPs of each stage of one keyframe (batch of one), in order, as it runs delayed; cached per image size.
 
-        The last stage includes what ends the step (decoding), as it runs in the frame the
-        computation finishes.
+        First the model's stages are measured whole; a layer-stage above an eighth of the
+        per-frame budget (``piece`` = keyframe / ``(D + 1)`` / 8) is then asked to run in
+        ``ceil(cost / piece)`` bands of output rows (:func:`~patchwork.models.streaming.row_bands`), and the
+        stages are measured again as they will run: one entry per band. The last stage
+        includes what ends the step (decoding), as it runs in the frame the computation finishes.
         """
         key = (int(image_size[0]), int(image_size[1]))
         if key not in self._stage_flops:
-            with evaluation_mode(self.model):
-                state = self.model.init_state(1, key, device)
-                device = state_device(state, device)
-                space = self.model.action_space
-                actions = None if space is None else torch.zeros((1, *space.shape(key)), dtype=space.dtype, device=device)
-                frames = torch.zeros(1, 3, *key, device=device)
-                stages = self.model.step_stages(frames, actions, state)
-                flops: list[int] = []
-                finished = False
-
-                def advance() -> None:
-                    nonlocal finished
-                    try:
-                        next(stages)
-                    except StopIteration as result:
-                        finished = True
-                        self.model.predict(result.value)
-
-                while not finished:
-                    flops.append(count_flops(advance))
-            self._stage_flops[key] = flops
+            whole, _ = self._measure(key, device, None)
+            # Pieces of at most an eighth of the budget let contiguous groups come close to it.
+            piece = sum(whole) / (self.delay + 1) / self.PIECES_PER_FRAME
+            plan = [math.ceil(cost / piece) if cost > piece else 1 for cost in whole]
+            if self.delay > 0 and any(bands > 1 for bands in plan):
+                self._stage_flops[key], self._requests[key] = self._measure(key, device, plan)
+            else:
+                self._stage_flops[key], self._requests[key] = whole, [1] * len(whole)
         return self._stage_flops[key]
+
+    def _measure(
+        self, image_size: tuple[int, int], device: torch.device | str | None, plan: list[int] | None
+    ) -> tuple[list[int], list[int]]:
+        """FLOPs per stage of one keyframe, asking stage ``i`` for ``plan[i]`` row bands (``None``: none);
+        also the band request each stage is resumed with."""
+        with evaluation_mode(self.model):
+            state = self.model.init_state(1, image_size, device)
+            device = state_device(state, device)
+            space = self.model.action_space
+            actions = None if space is None else torch.zeros((1, *space.shape(image_size)), dtype=space.dtype, device=device)
+            frames = torch.zeros(1, 3, *image_size, device=device)
+            stages = self.model.step_stages(frames, actions, state)
+            flops: list[int] = []
+            requests: list[int] = []
+            finished, layer, starts_layer = False, 0, True
+
+            def advance() -> None:
+                nonlocal finished, layer, starts_layer
+                try:
+                    with row_bands(requests[-1]):
+                        yielded = next(stages)
+                except StopIteration as result:
+                    finished = True
+                    self.model.predict(result.value)
+                    return
+                starts_layer = yielded != ROW_BAND
+                layer += starts_layer
+
+            while not finished:
+                requests.append(plan[layer] if plan is not None and starts_layer and layer < len(plan) else 1)
+                flops.append(count_flops(advance))
+        return flops, requests
 
     def stage_groups(self, image_size: tuple[int, int]) -> list[range]:
         """The ``D + 1`` groups of stage indices, group ``p`` run at frame ``k + p`` after keyframe ``k``."""
@@ -189,13 +217,17 @@ class KeyframeDelay(KeyframeWrapper):
             self._last_ticket += 1
             ticket = self._last_ticket
             stages = self.model.step_stages(frames, actions, inner)
-            self._in_flight = _InFlight(ticket, stages)
+            self._in_flight = _InFlight(ticket, stages, self._requests_for(image_size))
             new_state[self.TICKET] = torch.full_like(state[self.TICKET], ticket)
         if phase <= self.delay:
             finished = self._advance(new_state, len(self.stage_groups(image_size)[phase]), last=phase == self.delay)
         new_state[self.COUNTER] = counter + 1
         raw = {"finished": finished, "image_size": image_size}
         return StepOutput(raw, new_state)
+
+    def _requests_for(self, image_size: tuple[int, int]) -> list[int]:
+        self.stage_flops(image_size)
+        return self._requests[image_size]
 
     def _advance(self, state: StreamState, num_stages: int, last: bool) -> StepOutput | None:
         """Run ``num_stages`` stages of the computation in flight; at the last group, finish it."""
@@ -207,7 +239,10 @@ class KeyframeDelay(KeyframeWrapper):
             )
         for index in range(num_stages):
             try:
-                next(job.stages)
+                # Each stage is resumed with the row-band request it was measured with.
+                with row_bands(job.requests[job.done]):
+                    job.done += 1
+                    next(job.stages)
             except StopIteration as result:
                 if not (last and index == num_stages - 1):
                     raise RuntimeError("the model's step_stages yielded fewer times than when it was measured")
