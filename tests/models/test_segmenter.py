@@ -320,8 +320,9 @@ def segmenter_mflops(
 
 
 def test_window_cost_is_the_window_area_fraction_plus_the_pooling_branch():
-    # Every layer but the image pooling's 1x1 conv (on one pooled vector) scales with area.
-    pooling = 2 * 160 * 256 / 1e6
+    # Every layer but the image pooling's 1x1 conv (on one pooled vector) scales with area. It reads
+    # the final 1x1 layer's 1280 channels (torchvision's features, unlike the builders', keep 1280 below width 1).
+    pooling = 2 * 1280 * 256 / 1e6
     single = segmenter_mflops(WindowGrid(1, 1), width=0.5, image_size=(128, 128))
     for slices, span in [(4, 2), (4, 1)]:
         window = segmenter_mflops(WindowGrid(slices, span), width=0.5, image_size=(128, 128), attention=False)
