@@ -7,6 +7,7 @@
     for frame in pw.stream(model, "my_frames/", policy="dqn"):
         print(frame.index, frame.action, frame.overlay, frame.mflops, frame.ms, frame.predictions)
     pw.annotate(model, "clip.mp4", "annotated.mp4")   # the predictions and choices drawn in, with a cost strip
+    baseline = pw.wrap(pw.load("runs/quick/checkpoints/stage1/last.pt"), interval=4, delay=3)  # Tab. 4's SF rows
 
 ``source`` is a folder of frames (image files in sorted name order), a ``(T, 3, H, W)`` tensor
 (uint8, or float in ``[0, 1]``), or a video file (mp4, webm, avi, ...; GIF), decoded lazily by
@@ -20,6 +21,7 @@ evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -36,19 +38,26 @@ from patchwork.data import VID_NAMES
 from patchwork.data.video_io import read_video_frames, write_video
 from patchwork.engine.loading import LoadedModel, load_model
 from patchwork.engine.runner import StreamRunner
-from patchwork.models.baselines import rescale_prediction
+from patchwork.models.baselines import rescale_prediction, wrap_baselines
 from patchwork.models.inference import evaluation_mode
 from patchwork.nn.flops import count_flops
 from patchwork.policies import build_policy
 from patchwork.render import render_stream_frame
 
-__all__ = ["LoadedModel", "StreamedFrame", "annotate", "load", "stream"]
+__all__ = ["LoadedModel", "StreamedFrame", "annotate", "load", "stream", "wrap"]
 
 log = logging.getLogger(__name__)
 
 #: Rebuild a checkpoint's model (``load(path, device="cpu", image_size=None, **model_overrides)``,
 #: e.g. ``grid=(4, 2)`` to place a stage-1 single-frame checkpoint in the recurrent setting).
 load = load_model
+
+
+def wrap(model: LoadedModel, interval: int = 1, delay: int = 0, area: float = 1.0, flip: bool = False) -> LoadedModel:
+    """A loaded model as a single-frame baseline of the tables (Chai 2019, Sec. 4): lower resolution
+    (``area``), flip averaging, keyframe ``interval`` with ``delay``
+    (:func:`~patchwork.models.baselines.wrap_baselines`); streams like any loaded model."""
+    return dataclasses.replace(model, model=wrap_baselines(model.model, interval, delay, area, flip))
 
 
 @dataclass

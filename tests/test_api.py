@@ -147,3 +147,18 @@ def test_a_suspended_stream_leaves_the_callers_grad_mode_alone(trained, frames):
     assert torch.is_grad_enabled()
     del first, second
     assert torch.is_grad_enabled()
+
+
+def test_a_wrapped_baseline_streams_its_keyframe_schedule(tmp_path, frames):
+    folder, video = frames
+    torch.manual_seed(0)
+    single = patchwork_detector((1, 1), width_mult=0.35, num_classes=3)
+    loaded = api.load(checkpoint(tmp_path / "sf.pt", single, stage="stage1"))
+    plain = list(api.stream(loaded, video, policy="fixed"))
+    held = list(api.stream(api.wrap(loaded, interval=2), video, policy="fixed"))
+    # Keyframes 0, 2, 4 are the plain model's output; frames 1 and 3 hold the keyframe before them.
+    for t, expected in enumerate([0, 0, 2, 2, 4]):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(held[t].predictions[key], plain[expected].predictions[key])
+    assert [f.mflops for f in held] == [plain[0].mflops, 0.0, plain[0].mflops, 0.0, plain[0].mflops]
+    assert plain[0].mflops > 0
