@@ -96,7 +96,8 @@ def evaluate_method(
         ``(row, result)``: ``row`` has ``method``, ``family``, ``task``, ``policy``, the model's
         description fields, ``mflops_max``, ``mflops_avg``, CPU latency ``ms_p95``, ``ms_p99``,
         ``ms_mean``, ``ms_std``, ``ms_count`` (plus ``gpu_ms_*`` when the model is on CUDA),
-        the metric in percent (:func:`metrics_row`), ``videos`` and ``frames``; ``result`` is
+        the metric in percent (:func:`metrics_row`), the model's action statistics (LFS:
+        ``f0_rate``), ``videos`` and ``frames``; ``result`` is
         the :class:`StreamResult` (predictions and actions, for strips).
     """
     dataset = clip_dataset(data)
@@ -114,6 +115,9 @@ def evaluate_method(
                             frames=clips[0].float() / 255.0 if clips[0].dtype == torch.uint8 else clips[0])
     result = evaluate_streams(model, dataset, policy, streams, device, generator_seed, max_videos, num_workers)
     description = model.describe()
+    taken = [video.actions for video in result.videos if video.actions is not None and video.actions.numel()]
+    # The actions as run (e.g. LFS's f0 rate), without their curve namespace.
+    actions = {k.split("/", 1)[-1]: v for k, v in model.action_statistics(torch.cat(taken)).items()} if taken else {}
     row = {
         "method": method if method is not None else method_label(model, policy),
         "family": description.family,
@@ -125,6 +129,7 @@ def evaluate_method(
         **latency_row(latency),
         **gpu,
         **metrics_row(result.task, result.metrics(exclude_first_last)),
+        **actions,
         "videos": len(result.videos),
         "frames": result.num_frames,
         **(extra or {}),

@@ -4,6 +4,9 @@ import pytest
 import torch
 from lfs_fixtures import TINY_SIZE, tiny_lfs
 
+from patchwork.evaluation.cost import theoretical_cost
+from patchwork.evaluation.latency import measure_latency
+from patchwork.evaluation.streaming import evaluate_streams
 from patchwork.models.lfs import F0, F1
 from patchwork.models.lfs.asynchronous import (
     PENDING_FRAMES,
@@ -12,7 +15,9 @@ from patchwork.models.lfs.asynchronous import (
 )
 from patchwork.models.lfs.detector import C, H
 from patchwork.nn import StreamState
+from patchwork.nn.flops import count_flops
 from patchwork.policies import FixedInterleavingPolicy
+from tests.evaluation.test_eval_streaming import write_videos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -144,3 +149,42 @@ def test_threaded_mode_merges_f0_updates_when_they_finish(model, video):
             state = threaded.step(frames, OFFSETS + t, state).state
         state = threaded.flush(state)
     assert not torch.equal(state[C], start)
+
+
+# ------------------------------------------------------------- as a streaming model on the harness
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return write_videos(tmp_path_factory.mktemp("lfs_async_videos"), [5, 7], (96, 160), TINY_SIZE)
+
+
+def test_zero_delay_streams_exactly_as_synchronous_interleaving(model, videos):
+    policy = FixedInterleavingPolicy(TAU)
+    sync = evaluate_streams(model, videos, policy, streams=2)
+    asynchronous = evaluate_streams(SimulatedAsynchronousInference(model, TAU, delay=0), videos, policy, streams=2)
+    for a, b in zip(sync.videos, asynchronous.videos):
+        assert torch.equal(a.actions, b.actions)
+        for p, q in zip(a.predictions, b.predictions):
+            assert all(torch.equal(p[key], q[key]) for key in ("boxes", "scores", "labels"))
+    # With a delay the keyframes' detections are f1's: the results differ.
+    late = evaluate_streams(SimulatedAsynchronousInference(model, TAU, delay=1), videos, policy, streams=2)
+    assert not torch.equal(late.videos[0].predictions[0]["scores"], sync.videos[0].predictions[0]["scores"])
+
+
+@torch.no_grad()
+def test_async_cost_per_frame_is_the_f1_path_and_f0_counts_in_the_average(model):
+    frames, state = torch.rand(1, 3, *TINY_SIZE), model.init_state(1)
+    f1 = count_flops(lambda: model(frames, torch.tensor([F1]), state))
+    update = count_flops(lambda: model.remember(model.normalize(frames), torch.tensor([F0]), state))
+    cost = theoretical_cost(SimulatedAsynchronousInference(model, TAU, delay=1), TINY_SIZE,
+                            FixedInterleavingPolicy(TAU), num_frames=2 * (TAU + 1))
+    assert cost.mflops_max * 1e6 == f1
+    assert cost.mflops_avg * 1e6 == pytest.approx(f1 + update / (TAU + 1), rel=1e-12)
+
+
+def test_threaded_mode_is_timed_as_a_streaming_model(model):
+    threaded = ThreadedAsynchronousInference(model, TAU)
+    assert threaded.describe().label == "LFS async" and threaded.describe().fields["tau"] == TAU
+    clips = [torch.rand(4, 3, *TINY_SIZE)]
+    latency = measure_latency(threaded, clips, FixedInterleavingPolicy(TAU), frames_per_video=4)
+    assert latency["count"] == 4  # timed on a copy, which starts its own worker
+    threaded.close()
