@@ -16,15 +16,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from patchwork.evaluation.report import cells_table, paper_table, policy_table, write_report
+from patchwork.evaluation.report import cells_table, interleaving_table, paper_table, policy_table, write_report, write_table
 from patchwork.evaluation.tables import write_json
-from patchwork.jobs import MethodJob, patchwork_method, single_frame
+from patchwork.jobs import MethodJob, lfs_method, patchwork_method, single_frame
 
 log = logging.getLogger(__name__)
 
 METHODS: dict[str, Callable[[MethodJob, DictConfig], dict[str, list[dict[str, Any]]]]] = {
     "single_frame": single_frame.run,
     "patchwork": patchwork_method.run,
+    "lfs": lfs_method.run,
 }
 PROFILES = {"detection": "quick", "segmentation": "quick_segmentation"}
 
@@ -53,9 +54,12 @@ def run_main_job(cfg: DictConfig) -> dict[str, Any]:
             tables.setdefault(table, []).extend(rows)
     report_dir = run_dir / "report"
     write_report(tables.get("comparison", []), report_dir, tables.get("policy", ()), tables.get("cells", ()))
+    if tables.get("lfs"):
+        write_table(interleaving_table(tables["lfs"]), report_dir, "lfs")
     write_json(report_dir / "tables.json", tables)
     printed = [paper_table(tables.get("comparison", []))]
-    printed += [builder(tables[key]) for key, builder in (("policy", policy_table), ("cells", cells_table)) if tables.get(key)]
+    printed += [builder(tables[key]) for key, builder in (("policy", policy_table), ("cells", cells_table),
+                                                          ("lfs", interleaving_table)) if tables.get(key)]
     for table in printed:
         print(f"\n{table.markdown()}")
     return tables

@@ -250,6 +250,10 @@ class ThreadedAsynchronousInference(_AsynchronousWrapper):
             self._executor = None
         self._pending = None
 
+    def __del__(self) -> None:
+        if getattr(self, "_executor", None) is not None:
+            self._executor.shutdown(wait=False)
+
     def __enter__(self) -> "ThreadedAsynchronousInference":
         return self
 
