@@ -9,6 +9,7 @@ from patchwork.evaluation.latency import measure_latency
 from patchwork.evaluation.streaming import evaluate_streams
 from patchwork.models.lfs import F0, F1
 from patchwork.models.lfs.asynchronous import (
+    PENDING_C,
     PENDING_FRAMES,
     SimulatedAsynchronousInference,
     ThreadedAsynchronousInference,
@@ -188,3 +189,18 @@ def test_threaded_mode_is_timed_as_a_streaming_model(model):
     latency = measure_latency(threaded, clips, FixedInterleavingPolicy(TAU), frames_per_video=4)
     assert latency["count"] == 4  # timed on a copy, which starts its own worker
     threaded.close()
+
+
+@torch.no_grad()
+def test_a_launch_while_an_update_is_in_flight_lands_that_update_first(model, video):
+    runner = SimulatedAsynchronousInference(model, TAU, delay=3)
+    f0 = torch.full((2,), F0)
+    start = runner.init_state(2)
+    first = runner(video[0], f0, start).state
+    assert torch.equal(first[C], start[C])  # in flight
+    second = runner(video[1], f0, first).state
+    # Frame 1 launches again: frame 0's update is merged first, and frame 1's f0 starts from it.
+    update = model(video[0], f0, _model_state(model, start)).state
+    torch.testing.assert_close(second[C], update[C], rtol=1e-5, atol=1e-5)
+    assert second[PENDING_FRAMES].tolist() == [3, 3]
+    torch.testing.assert_close(second[PENDING_C], model(video[1], f0, update).state[C], rtol=1e-5, atol=1e-5)
