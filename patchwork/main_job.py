@@ -18,9 +18,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from patchwork.evaluation.claims import check_claims
-from patchwork.evaluation.report import cells_table, claims_table, metric_columns, paper_table, policy_table, write_report, write_table
+from patchwork.evaluation.report import (cells_table, claims_table, interleaving_table, metric_columns, paper_table,
+                                         policy_table, write_report, write_table)
 from patchwork.evaluation.tables import write_json
-from patchwork.jobs import MethodJob, patchwork_method, single_frame
+from patchwork.jobs import MethodJob, lfs_method, patchwork_method, single_frame
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 METHODS: dict[str, ModuleType] = {
     "single_frame": single_frame,
     "patchwork": patchwork_method,
+    "lfs": lfs_method,
 }
 PROFILES = {"detection": "quick", "segmentation": "quick_segmentation"}
 
@@ -60,11 +62,14 @@ def run_main_job(cfg: DictConfig) -> dict[str, Any]:
     comparison = tables.get("comparison", [])
     report_dir = run_dir / "report"
     write_report(comparison, report_dir, tables.get("policy", ()), tables.get("cells", ()))
+    if tables.get("lfs"):
+        write_table(interleaving_table(tables["lfs"]), report_dir, "lfs")
     claims = [claim for name in cfg.methods if hasattr(METHODS[name], "claims") for claim in METHODS[name].claims(tables)]
     orderings = check_claims(claims, [row for rows in tables.values() for row in rows], metric_columns(comparison)[0]) if comparison else []
     write_json(report_dir / "tables.json", {**tables, "orderings": orderings, "wall_seconds": wall})
     printed = [paper_table(comparison)] if comparison else []
-    printed += [builder(tables[key]) for key, builder in (("policy", policy_table), ("cells", cells_table)) if tables.get(key)]
+    printed += [builder(tables[key]) for key, builder in (("policy", policy_table), ("cells", cells_table),
+                                                          ("lfs", interleaving_table)) if tables.get(key)]
     if orderings:
         printed.append(claims_table(orderings))
         write_table(printed[-1], report_dir, "orderings")

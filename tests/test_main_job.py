@@ -26,7 +26,7 @@ def _run(run_dir: Path, *overrides: str) -> dict:
 def test_main_job_rows_report_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    tables = _run(run_dir)
+    tables = _run(run_dir, "methods=[single_frame,patchwork]")
     methods = [row["method"] for row in tables["comparison"]]
     assert methods[:3] == ["SF depth=0.35", "SF interval=2, depth=0.35", "SF interval=2, delay=1, depth=0.35"]
     assert methods[3].startswith("Patchwork M=2, N=1")
@@ -50,10 +50,47 @@ def test_main_job_rows_report_and_resume(tmp_path, monkeypatch):
     saved = sorted((run_dir / "rows").glob("*.json"))
     assert len(saved) == 3 + 4  # three single-frame rows; DQN and scanning, each with and without cells
     saved[0].unlink()
-    again = _run(run_dir, "resume=true")
+    again = _run(run_dir, "methods=[single_frame,patchwork]", "resume=true")
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "train").rglob("last.pt")} == stamps
     keep = ("method", "mflops_max", "mflops_avg", "mAP", "bootstrap")
     assert [{k: r[k] for k in keep} for r in again["comparison"]] == [{k: r[k] for k in keep} for r in tables["comparison"]]
+
+
+def test_main_job_lfs_rows(tmp_path, monkeypatch):
+    from patchwork.jobs.lfs_method import matched_tau as lfs_matched_tau
+
+    monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
+    tables = _run(tmp_path / "run", "methods=[lfs]", "lfs.profile=lfs_test_tiny", "lfs.taus=[2]",
+                  "lfs.comparison_tau=2", "lfs.gammas=[0.5]", "lfs.comparison_gamma=0.5", "lfs.async_tau=2",
+                  "lfs.match_adaptive=false")
+    rows = {row["method"]: row for row in tables["lfs"]}
+    assert list(rows) == [row["method"] for row in tables["comparison"]] == [
+        "LFS f0 only", "LFS f1 only", "LFS interleaved tau=2", "LFS adaptive gamma=0.5", "LFS interleaved async tau=2"]
+    assert all(row["family"] == "LFS" and "mAP" in row for row in tables["lfs"])
+    f0, f1, interleaved = rows["LFS f0 only"], rows["LFS f1 only"], rows["LFS interleaved tau=2"]
+    assert f1["mflops_avg"] < interleaved["mflops_avg"] < f0["mflops_avg"]
+    assert (f0["f0_rate"], f1["f0_rate"]) == (1.0, 0.0)
+    assert interleaved["f0_rate"] == pytest.approx(2 / 6)  # one 6-frame video: f0 on frames 0 and 3
+    # Async: every frame waits for the f1 path only; f0's updates count in the average (beside f1 on
+    # keyframes too, so a little above the interleaved average).
+    asynchronous = rows["LFS interleaved async tau=2"]
+    assert asynchronous["mflops_max"] == f1["mflops_max"] and asynchronous["latency"] == "threaded"
+    assert interleaved["mflops_avg"] < asynchronous["mflops_avg"] < f0["mflops_avg"]
+    assert (tmp_path / "run" / "report" / "lfs.md").exists()
+    claims = [o["claim"] for o in tables["orderings"]]
+    adaptive_tau = lfs_matched_tau(rows["LFS adaptive gamma=0.5"]["f0_rate"])
+    matched = "f0 only" if adaptive_tau == 0 else f"interleaved tau={adaptive_tau}"
+    assert claims == ["LFS interleaved tau=2 > LFS f1 only", "LFS interleaved tau=2 > LFS f0 only - 3",
+                      f"LFS adaptive gamma=0.5 > LFS {matched} - 1"]
+
+
+def test_main_job_lfs_has_no_segmentation_rows(tmp_path):
+    from patchwork.jobs import lfs_method
+    from patchwork.jobs.context import MethodJob
+
+    job = MethodJob(run_dir=tmp_path, task="segmentation", profile="quick_segmentation", base_overrides=[],
+                    resume=False, seed=0, eval=None)
+    assert lfs_method.run(job, None) == {}
 
 
 def test_main_job_refuses_unknown_methods(tmp_path):

@@ -1,10 +1,12 @@
 """Theoretical cost of Looking Fast and Slow per frame (LFS Tab. 2), by the project's FLOPs accounting.
 
 Each row streams one video through the interleaved detector under its schedule and counts
-FLOPs (2 x multiply-adds, :func:`~patchwork.evaluation.cost.count_flops`) frame by frame.
-For the asynchronous row the frame waits only for the f1 path; f0 and its LSTM update run
-beside it (Sec. 3.5), so its ``mflops_max`` is the f1 path (the paper's per-frame "84")
-and its ``mflops_avg`` all the work amortised over the frames (the paper's "(190)").
+FLOPs (2 x multiply-adds, :func:`~patchwork.nn.flops.stream_cost`) frame by frame.
+For the asynchronous row (:class:`~patchwork.models.lfs.SimulatedAsynchronousInference`) the
+frame waits only for the f1 path; f0 and its LSTM update run beside it (Sec. 3.5,
+:func:`~patchwork.nn.flops.beside_the_frame`), so its ``mflops_max`` is the f1 path (the
+paper's per-frame "84") and its ``mflops_avg`` all the work amortised over the frames (the
+paper's "(190)").
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 
 import torch
 
-from patchwork.nn.flops import FrameCost, count_flops
+from patchwork.nn.flops import FrameCost, stream_cost
 from patchwork.benchmarks.paper_tables import LFS_TABLE2, LfsPaperRow, comparison_row
 from patchwork.models.builders import looking_fast_slow_detector
 from patchwork.models.lfs import F1, LookingFastSlowDetector, SimulatedAsynchronousInference
@@ -43,11 +45,7 @@ def lfs_row_cost(
         state = run(t).state
 
     with torch.no_grad():
-        per_frame = [count_flops(lambda t=t: step(t)) for t in range(num_frames)]
-    if row.asynchronous:
-        # Every frame runs the f1 path; keyframes add f0's update, which the frame does not wait for.
-        return FrameCost(min(per_frame) / 1e6, sum(per_frame) / len(per_frame) / 1e6)
-    return FrameCost.from_frames(per_frame)
+        return stream_cost(step, num_frames)
 
 
 def lfs_cost_table(

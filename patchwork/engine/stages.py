@@ -435,13 +435,14 @@ class PolicyStage:
         val_clips = validation_clips(ctx.data.val_clip_dataset(length), length, int(self.streams), int(self.val_batches))
         evaluation_policy = learner.evaluation_policy
 
-        def evaluate() -> float:
-            return policy_quality(model, val_clips, evaluation_policy, reward, dist.device)["quality"]
+        def evaluate() -> dict[str, float]:
+            return policy_quality(model, val_clips, evaluation_policy, reward, dist.device)
 
         last = self._train(ctx, model, learner, reward, task_optimizer, clips.stream(start), start, evaluate)
         result: dict[str, Any] = {"final": last}
         learned = policy_quality(model, val_clips, evaluation_policy, reward, dist.device)
         result.update({"val_reward_learned": learned["reward"], "val_quality_learned": learned["quality"]})
+        result.update({f"val_{k.split('/', 1)[-1]}_learned": v for k, v in learned.items() if k.startswith("actions/")})
         space = model.action_space
         if isinstance(space, Discrete):
             uniform = policy_quality(model, val_clips, RandomPolicy(space.n), reward, dist.device)
@@ -453,7 +454,7 @@ class PolicyStage:
 
     def _train(self, ctx: StageContext, model: StreamingModel, learner: Learner, reward: Reward,
                task_optimizer: torch.optim.Optimizer | None, batches: Iterator[dict[str, Any]], start: int,
-               evaluate: Callable[[], float]) -> dict[str, float]:
+               evaluate: Callable[[], dict[str, float]]) -> dict[str, float]:
         runtime, device = ctx.runtime, ctx.dist.device
         joint = task_optimizer is not None
         task_params = [p for p in model.task_parameters() if p.requires_grad] if joint else []
@@ -479,7 +480,7 @@ class PolicyStage:
                     for k, v in losses.items():
                         step_losses[f"losses/{k}"] = step_losses.get(f"losses/{k}", 0.0) + float(v.detach()) / frames.shape[1]
 
-            rewards, qualities, learner_stats = [], [], []
+            rewards, qualities, learner_stats, actions = [], [], [], []
             transition: Transition | None = None
             runner = StreamRunner(model, learner.behaviour, generator=learner.generator, decode=False,
                                   score_graph=learner.needs_score_graph)
@@ -487,6 +488,8 @@ class PolicyStage:
                 for t, transition in enumerate(stream_clip(runner, frames, targets, reward, on_step=add_task_loss)):
                     rewards.append(transition.rewards.float().mean())
                     qualities.append(transition.quality.float().mean())
+                    if transition.actions is not None:
+                        actions.append(transition.actions.detach())
                     learner.observe(transition)
                     if joint and ((t + 1) % self.bptt == 0 or t + 1 == frames.shape[1]):
                         loss = torch.stack(pending).mean()
@@ -514,8 +517,11 @@ class PolicyStage:
                 runtime.on_step_end(step + 1, model)
             bar.update(1)
             if (step + 1) % runtime.log_every == 0 or step + 1 == self.steps:
+                # The behaviour policy's actions of this step (LFS: the f0 rate, Liu et al. 2019, Fig. 8).
+                taken = model.action_statistics(torch.stack(actions)) if actions else {}
                 last = {"rewards/mean": float(torch.stack(rewards).mean()),
-                        "rewards/quality": float(torch.stack(qualities).mean()), **learner.stats, **step_losses}
+                        "rewards/quality": float(torch.stack(qualities).mean()), **learner.stats, **step_losses,
+                        **taken}
                 if learner_stats:
                     keys = set().union(*learner_stats)
                     last.update({k: sum(s[k] for s in learner_stats if k in s) / sum(k in s for s in learner_stats)
@@ -525,8 +531,12 @@ class PolicyStage:
                 bar.set_postfix(reward=f"{last['rewards/mean']:.3f}")
             metric = None
             if self.evaluate_every and ((step + 1) % self.evaluate_every == 0 or step + 1 == self.steps):
-                metric = evaluate()
-                runtime.logger.scalars({"val/quality": metric}, step + 1)
+                validation = evaluate()
+                metric = validation["quality"]
+                # The learnt (evaluation) policy's actions on the validation clips, e.g. its f0 rate.
+                runtime.logger.scalars({"val/quality": metric, **{f"val/{k.split('/', 1)[-1]}": v for k, v in
+                                                                   validation.items() if k.startswith("actions/")}},
+                                       step + 1)
             if (step + 1) % self.checkpoint_every == 0 or step + 1 == self.steps or metric is not None:
                 runtime.checkpoint(step + 1, metric)
         bar.close()
@@ -564,17 +574,21 @@ def policy_quality(
     model: StreamingModel, clips: list[dict[str, Any]], policy: Any, reward: Reward, device: torch.device,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Mean reward and mean task quality of ``policy`` on fixed validation clips."""
+    """Mean reward and mean task quality of ``policy`` on fixed validation clips, plus the model's
+    :meth:`~patchwork.models.streaming.StreamingModel.action_statistics` of the actions taken."""
     model.eval()
     runner = StreamRunner(model, policy, seed=seed, decode=False)
-    rewards, qualities = [], []
+    rewards, qualities, actions = [], [], []
     for batch in clips:
         frames = _frames(batch["frames"], device)
         targets = to_device_targets(batch["targets"], device)
         for transition in stream_clip(runner, frames, targets, reward):
             rewards.append(transition.rewards.float().reshape(transition.rewards.shape[0], -1).mean(1))
             qualities.append(transition.quality)
-    return {"reward": float(torch.cat(rewards).mean()), "quality": float(torch.cat(qualities).mean())}
+            if transition.actions is not None:
+                actions.append(transition.actions)
+    taken = model.action_statistics(torch.cat(actions)) if actions else {}
+    return {"reward": float(torch.cat(rewards).mean()), "quality": float(torch.cat(qualities).mean()), **taken}
 
 
 def validation_clips(dataset: Any, length: int, streams: int, batches: int) -> list[dict[str, Any]]:

@@ -36,10 +36,10 @@ class Claim:
 
     @property
     def text(self) -> str:
-        """The claim in words, e.g. ``"Patchwork M=4, N=2 > SF interval=4"``."""
-        relation = ">" if self.margin == 0 else f"> -{-self.margin:g} +" if self.margin < 0 else f"> {self.margin:g} +"
+        """The claim in words, e.g. ``"Patchwork M=4, N=2 > SF interval=4"``, ``"LFS interleaved tau=9 > LFS f0 only - 3"``."""
+        margin = "" if self.margin == 0 else f" {'-' if self.margin < 0 else '+'} {abs(self.margin):g}"
         cost = f", at <= {self.max_cost_ratio:.0%} of its MFLOPs" if self.max_cost_ratio is not None else ""
-        return f"{self.a} {relation} {self.b}{cost}"
+        return f"{self.a} > {self.b}{margin}{cost}"
 
 
 def check_claims(claims: Sequence[Claim], rows: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:

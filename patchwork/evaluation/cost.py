@@ -31,6 +31,12 @@ def keyframe_interval(model: StreamingModel) -> int:
     return int(model.describe().fields.get("interval", 1))
 
 
+def schedule_period(model: StreamingModel, policy: Any) -> int:
+    """Frames of one cycle of the method's schedule: the model's keyframe interval or the policy's
+    ``period`` (e.g. LFS's fixed interleaving, ``tau + 1``), whichever is longer (1 for neither)."""
+    return max(keyframe_interval(model), int(getattr(policy, "period", 1) or 1))
+
+
 def theoretical_cost(
     model: StreamingModel,
     image_size: tuple[int, int],
@@ -41,13 +47,19 @@ def theoretical_cost(
 ) -> FrameCost:
     """MFLOPs per frame (max, avg) of one stream running ``num_frames`` frames under ``policy``.
 
-    ``num_frames`` defaults to ``max(4, 2 * interval)`` so a keyframe baseline's whole cycle
-    (keyframe, delayed stages, copied frames) is counted twice. ``frames`` ``(T, 3, H, W)``
-    are the frames streamed (a method whose cost depends on the content, such as BlockCopy's,
-    needs real ones); by default seeded noise repeated, for methods whose FLOPs do not depend
-    on the pixels. Runs on the model's device, in eval mode.
+    ``num_frames`` defaults to ``max(4, 2 * period)`` (:func:`schedule_period`) so a keyframe
+    baseline's whole cycle (keyframe, delayed stages, copied frames) or a fixed interleaving's
+    (LFS tau=9: f0 then nine f1, Tab. 2's amortised cost) is counted twice; under a policy that
+    reads scores (a learnt schedule, which depends on the content) it is at least ``len(frames)``.
+    ``frames`` ``(T, 3, H, W)`` are the frames streamed (a method whose cost depends on the
+    content, such as BlockCopy's, needs real ones); by default seeded noise repeated, for
+    methods whose FLOPs do not depend on the pixels. Runs on the model's device, in eval mode.
     """
-    num_frames = max(4, 2 * keyframe_interval(model)) if num_frames is None else int(num_frames)
+    if num_frames is None:
+        num_frames = max(4, 2 * schedule_period(model, policy))
+        if frames is not None and policy is not None and policy.needs_scores:
+            num_frames = max(num_frames, len(frames))
+    num_frames = int(num_frames)
     device = model_device(model)
     if frames is None:
         noise = torch.rand(1, 3, *image_size, generator=torch.Generator().manual_seed(generator_seed))

@@ -160,6 +160,20 @@ def policy_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 1: attent
     return Table(title, ["M", "N", "Policy", "MFLOPs", *headers], table)
 
 
+def interleaving_table(rows: Sequence[Mapping[str, Any]],
+                       title: str = "LFS: interleaving sweep (Liu et al. 2019, Tab. 2, Fig. 6/7)") -> Table:
+    """LFS's speed-accuracy points: ``Method | f0 rate | MFLOPs max | MFLOPs avg | mAP`` (f0 rate: the
+    share of frames f0 ran, or was launched on, as run on the validation videos)."""
+    metrics = metric_columns(rows)
+    table = []
+    for row in rows:
+        cells = {"Method": row["method"], "f0 rate": f"{row['f0_rate']:.3f}" if "f0_rate" in row else "-",
+                 "MFLOPs max": _round(row["mflops_max"]), "MFLOPs avg": _round(row["mflops_avg"])}
+        cells.update({m: _round(row[m]) for m in metrics})
+        table.append(cells)
+    return Table(title, ["Method", "f0 rate", "MFLOPs max", "MFLOPs avg", *metrics], table)
+
+
 def cells_table(rows: Sequence[Mapping[str, Any]], title: str = "Tab. 2: with and without Patchwork cells") -> Table:
     """Tab. 2: ``Policy | Patchwork Cell? | mAP`` (or ``J | F``); ``yes`` unless the row's ``cells`` is ``none``."""
     headers = metric_headers(rows, metric_columns(rows))

@@ -112,7 +112,8 @@ def evaluate_method(
         ``ms_mean``, ``ms_std``, ``ms_count`` (plus ``gpu_ms_*`` when the model is on CUDA),
         the metric in percent (:func:`metrics_row`) with its interval ``<metric>_low`` /
         ``<metric>_high`` and the paired resamples ``bootstrap`` (``{metric: [R values]}``, seeded by
-        ``generator_seed``, for :func:`~patchwork.evaluation.bootstrap.ordering`), ``videos`` and ``frames``; ``result`` is
+        ``generator_seed``, for :func:`~patchwork.evaluation.bootstrap.ordering`), the model's action
+        statistics (LFS: ``f0_rate``), ``videos`` and ``frames``; ``result`` is
         the :class:`StreamResult` (predictions and actions, for strips).
     """
     dataset = clip_dataset(data)
@@ -130,6 +131,9 @@ def evaluate_method(
                             frames=clips[0].float() / 255.0 if clips[0].dtype == torch.uint8 else clips[0])
     result = evaluate_streams(model, dataset, policy, streams, device, generator_seed, max_videos, num_workers)
     description = model.describe()
+    taken = [video.actions for video in result.videos if video.actions is not None and video.actions.numel()]
+    # The actions as run (e.g. LFS's f0 rate), without their curve namespace.
+    actions = {k.split("/", 1)[-1]: v for k, v in model.action_statistics(torch.cat(taken)).items()} if taken else {}
     row = {
         "method": method if method is not None else method_label(model, policy),
         "family": description.family,
@@ -142,6 +146,7 @@ def evaluate_method(
         **gpu,
         **metrics_row(result.task, result.metrics(exclude_first_last)),
         **(bootstrap_row(result, resamples, generator_seed, exclude_first_last) if resamples else {}),
+        **actions,
         "videos": len(result.videos),
         "frames": result.num_frames,
         **(extra or {}),

@@ -273,6 +273,11 @@ class StreamingModel(nn.Module):
         """``(name, (B, C, h, w))``: a memory worth looking at during training (``None``: none)."""
         return None
 
+    def action_statistics(self, actions: Tensor) -> dict[str, float]:
+        """Training curves of the actions taken, ``actions (..., *action_shape)`` over frames and streams,
+        e.g. LFS's f0 rate (Liu et al. 2019, Fig. 8); namespaced tags (``{}``: nothing to plot)."""
+        return {}
+
     def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
         """What one stream's action looks like on its frame, for drawing.
 

@@ -31,6 +31,8 @@ class FixedInterleavingPolicy:
         if tau < 0:
             raise ValueError(f"tau must be non-negative, got {tau}")
         self.tau = int(tau)
+        #: Frames of one cycle of the schedule (what a cost average must cover).
+        self.period = self.tau + 1
         #: The method's name in Tab. 2 of the paper: "LFS interleaved tau=9".
         self.label = f"interleaved tau={self.tau}"
 

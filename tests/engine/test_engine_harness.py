@@ -17,6 +17,7 @@ from patchwork.data import SyntheticDataConfig, synthetic_segmentation_data
 from patchwork.engine.checkpoint import load_checkpoint
 from patchwork.engine.rollout import stream_clip
 from patchwork.engine.runner import StreamRunner
+from patchwork.engine.tb_logging import read_scalars
 from patchwork.engine.train import train
 from patchwork.evaluation.report import paper_table
 from patchwork.evaluation.rows import evaluate_method
@@ -212,6 +213,12 @@ def test_lfs_stages_train_checkpoint_and_resume_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
     summary = train(_lfs_config(tmp_path, "straight"))
     assert set(summary) == {"lfs_detection", "lfs_policy"} and "val_quality_learned" in summary["lfs_policy"]
+    # TensorBoard has the paper's Fig. 8 curves: the f0 rate (training and validation), Q-values, losses.
+    curves = read_scalars(tmp_path / "straight" / "tensorboard" / "lfs_policy")
+    assert {"actions/f0_rate", "val/f0_rate", "q/mean", "losses/td", "val/quality"} <= set(curves)
+    assert all(0.0 <= rate <= 1.0 for _, rate in curves["actions/f0_rate"] + curves["val/f0_rate"])
+    assert [step for step, _ in curves["actions/f0_rate"]] == [1, 2, 3]  # log_every=1
+    assert 0.0 <= summary["lfs_policy"]["val_f0_rate_learned"] <= 1.0
     for stage, at in (("lfs_detection", 2), ("lfs_policy", 2)):
         def interrupt_after(directory, name, dist, stage=stage, at=at):
             def hook(step, model):

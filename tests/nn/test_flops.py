@@ -2,7 +2,7 @@ import torch
 
 """FLOPs counting (2 x multiply-adds) and per-frame cost summaries."""
 
-from patchwork.nn.flops import FrameCost, count_flops, stream_cost
+from patchwork.nn.flops import FrameCost, beside_the_frame, count_flops, count_frame_flops, stream_cost
 
 
 def test_count_flops_is_two_times_multiply_adds():
@@ -22,3 +22,20 @@ def test_stream_cost_max_and_average_over_frames():
 
     cost = stream_cost(keyframe_every_4, num_frames=8)
     assert cost == FrameCost(mflops_max=200 / 1e6, mflops_avg=50 / 1e6)
+
+
+def test_work_beside_the_frame_counts_in_the_average_not_in_the_max():
+    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
+    x = torch.randn(1, 1, 10, 10)
+
+    def f1_every_frame_f0_beside_every_4th(t: int) -> None:
+        conv(x)  # 200 FLOPs the frame waits for
+        if t % 4 == 0:
+            with beside_the_frame():
+                conv(conv(x))  # 400 FLOPs on another core
+
+    cost = stream_cost(f1_every_frame_f0_beside_every_4th, num_frames=8)
+    assert cost == FrameCost(mflops_max=200 / 1e6, mflops_avg=(200 + 400 / 4) / 1e6)
+    assert count_frame_flops(lambda: f1_every_frame_f0_beside_every_4th(0)) == (600, 400)
+    with beside_the_frame():  # outside a count: no effect
+        conv(x)

@@ -68,6 +68,9 @@ class StreamingWrapper(StreamingModel):
     def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
         return self.model.action_overlay(actions, image_size)
 
+    def action_statistics(self, actions: Tensor) -> dict[str, float]:
+        return self.model.action_statistics(actions)
+
     def memory_image(self, state: StreamState) -> tuple[str, Tensor] | None:
         return self.model.memory_image(state)
 

@@ -4,29 +4,41 @@
 to be run every tau frames and updates the memory when it completes." The per-frame
 latency is then the f1 path alone; f0 runs beside it (another core, thread or device).
 
-Here f0 is launched on a stream's frames ``0, tau + 1, 2 (tau + 1), ...`` (the fixed
-interleaving schedule), from the memory at that moment, and its LSTM update replaces the
-memory when it completes. Two modes:
+Both modes are :class:`~patchwork.models.baselines.StreamingWrapper` s of the interleaved
+detector, so the harness streams, costs and times them like any method. They keep its
+action space and read an action as *when to launch f0*: under
+:class:`~patchwork.policies.FixedInterleavingPolicy` (tau) f0 is launched on a stream's frames
+``0, tau + 1, 2 (tau + 1), ...``, from the memory at that moment, and its LSTM update replaces
+the memory when it completes; every frame's detections are f1's. Two modes:
 
-* :class:`SimulatedAsynchronousInference` (deterministic): f0's update lands ``delay``
-  frames late. In synchronous interleaved inference the update of f0 at frame ``t`` is in
-  effect from frame ``t`` on (frame ``t``'s detections are f0's own); here it is in
+* :class:`SimulatedAsynchronousInference` (deterministic, for accuracy): f0's update lands
+  ``delay`` frames late. In synchronous interleaved inference the update of f0 at frame ``t``
+  is in effect from frame ``t`` on (frame ``t``'s detections are f0's own); here it is in
   effect from frame ``t + delay`` on, and frames ``t .. t + delay - 1`` are detected by f1
-  with the older memory. ``delay = 0`` is synchronous interleaved inference.
-* :class:`ThreadedAsynchronousInference` (real): f0 runs in a worker thread with its own
-  torch thread count; its update is merged at the first frame after it finishes.
+  with the older memory. ``delay = 0`` is synchronous interleaved inference. Its FLOPs:
+  f0's update is counted :func:`~patchwork.nn.flops.beside_the_frame` (in the average, not
+  in the frame's max), as LFS Tab. 2's "84 (190)".
+* :class:`ThreadedAsynchronousInference` (real, for latency): f0 runs in a worker thread
+  with its own torch thread count; its update is merged at the first frame after it finishes.
+
+If a stream launches f0 while its previous update is still in flight (a policy that launches
+more often than the delay allows), that update is merged first, before the new one starts
+from the memory: one update in flight per stream in both modes.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from patchwork.models.baselines.wrapper import StreamingWrapper, check_free_prefix
 from patchwork.models.lfs.detector import C, F0, F1, H, LookingFastSlowDetector
-from patchwork.models.streaming import StepOutput
+from patchwork.models.streaming import Description, Prediction, StepOutput
 from patchwork.nn import StreamState
+from patchwork.nn.flops import beside_the_frame
 
 #: Simulated mode's state: f0's update in flight and the frames until it lands (0: none).
 PENDING_C, PENDING_H, PENDING_FRAMES = "lfs.async.c", "lfs.async.h", "lfs.async.frames_left"
@@ -39,16 +51,9 @@ def keyframes(steps: Tensor, tau: int) -> Tensor:
 
 
 def _f1_step(model: LookingFastSlowDetector, frames: Tensor, state: StreamState) -> StepOutput:
-    """f1 on every stream from the current memory (which it does not change); detections in eval mode."""
-    x = model.normalize(frames)
+    """f1 on every stream from the current memory (which it does not change); raw outputs, not decoded."""
     actions = torch.full((frames.shape[0],), F1, dtype=torch.long, device=frames.device)
-    memory_output, new_state = model.remember(x, actions, state)
-    raw = model.detect(memory_output, frames.shape[-2:])
-    raw["actions"] = actions
-    out = StepOutput(raw=raw, state=new_state)
-    if not model.training:
-        out.predictions = model.predict(out)
-    return out
+    return model.forward_raw(frames, actions, state)
 
 
 def _f0_update(model: LookingFastSlowDetector, frames: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
@@ -66,16 +71,54 @@ def _with_memory(state: StreamState, streams: Tensor, c: Tensor, h: Tensor) -> S
     return merged
 
 
-class SimulatedAsynchronousInference:
+def _launches(actions: Tensor | None, frames: Tensor) -> Tensor:
+    """BoolTensor ``(B,)``: the streams that launch f0 (action F0; ``None``: all, as the detector runs f0)."""
+    if actions is None:
+        return torch.ones(frames.shape[0], dtype=torch.bool, device=frames.device)
+    return actions.to(frames.device) == F0
+
+
+class _AsynchronousWrapper(StreamingWrapper):
+    """What both modes share: the wrapped detector's roles, f1's detections, the label."""
+
+    model: LookingFastSlowDetector
+
+    def __init__(self, model: LookingFastSlowDetector, tau: int) -> None:
+        super().__init__(model)
+        if tau < 0:
+            raise ValueError(f"tau must be non-negative, got {tau}")
+        self.tau = int(tau)
+        self.train(model.training)
+
+    def step(self, frames: Tensor, steps: Tensor, state: StreamState) -> StepOutput:
+        """One frame under the fixed schedule: ``frames (B, 3, H, W)`` in ``[0, 1]``, ``steps (B,)`` each
+        stream's frame index; f0 launched where :func:`keyframes`."""
+        launch = keyframes(steps.to(frames.device), self.tau)
+        return self(frames, torch.where(launch, F0, F1).long(), state)
+
+    def observe(self, out: StepOutput) -> dict[str, Tensor]:
+        """The detector's policy observation of the memory in effect."""
+        return self.model.observe(out)
+
+    def predict(self, out: StepOutput, min_score: float | None = None) -> list[Prediction]:
+        """The detector's decoding of the frame's (f1's) raw outputs."""
+        return self.model.predict(out, min_score)
+
+    def describe(self) -> Description:
+        """``"LFS async"`` (the policy adds ``"interleaved tau=9"``) with ``tau`` and the mode's fields."""
+        return self.model.describe().with_options(after=("async",), tau=self.tau)
+
+
+class SimulatedAsynchronousInference(_AsynchronousWrapper):
     """Asynchronous mode with f0's memory update landing exactly ``delay`` frames late.
 
     Args:
         model: the interleaved detector.
-        tau: f0 is launched every ``tau + 1`` frames of a stream (9 in the paper).
+        tau: the schedule: f0 is launched every ``tau + 1`` frames of a stream (9 in the paper).
         delay: frames until f0's update is in effect, ``0 <= delay <= tau + 1`` (so that one
-            update at most is in flight per stream).
+            update at most is in flight per stream under the schedule).
 
-    Use::
+    Use as a streaming model under ``FixedInterleavingPolicy(tau)`` (evaluation, cost), or::
 
         state = runner.init_state(B)
         out = runner.step(frames, steps, state)   # steps (B,): each stream's frame index
@@ -84,7 +127,11 @@ class SimulatedAsynchronousInference:
     def __init__(self, model: LookingFastSlowDetector, tau: int, delay: int) -> None:
         if tau < 0 or not 0 <= delay <= tau + 1:
             raise ValueError(f"need tau >= 0 and 0 <= delay <= tau + 1, got tau={tau}, delay={delay}")
-        self.model, self.tau, self.delay = model, int(tau), int(delay)
+        super().__init__(model, tau)
+        self.delay = int(delay)
+
+    def describe(self) -> Description:
+        return super().describe().with_options(delay=self.delay)
 
     def init_state(
         self, batch_size: int, image_size: tuple[int, int] | None = None, device: torch.device | str | None = None
@@ -92,19 +139,19 @@ class SimulatedAsynchronousInference:
         """The model's state plus the update in flight: ``lfs.async.c``, ``lfs.async.h`` and
         ``lfs.async.frames_left`` ``(B,)`` (0: nothing in flight; a reset stream has none)."""
         state = self.model.init_state(batch_size, image_size, device)
+        check_free_prefix(state, "lfs.async.", type(self).__name__)
         state[PENDING_C] = torch.zeros_like(state[C])
         state[PENDING_H] = torch.zeros_like(state[H])
         state[PENDING_FRAMES] = torch.zeros(batch_size, dtype=torch.long, device=state[C].device)
         return state
 
-    def step(self, frames: Tensor, steps: Tensor, state: StreamState) -> StepOutput:
-        """One frame of ``B`` streams: ``frames (B, 3, H, W)`` in ``[0, 1]``, ``steps (B,)`` -> detections of f1
-        (of f0 on keyframes when ``delay = 0``) and the new state."""
-        launch = keyframes(steps.to(frames.device), self.tau)
+    def forward_raw(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
+        """One frame of ``B`` streams: f1's raw outputs (f0's on launching streams when ``delay = 0``)."""
+        launch = _launches(actions, frames)
         memory = StreamState({k: v for k, v in state.items() if k not in _PENDING_KEYS})
         pending = {k: state[k] for k in _PENDING_KEYS}
         if self.delay == 0:
-            out = self.model(frames, torch.where(launch, F0, F1).long(), memory)
+            out = self.model.forward_raw(frames, torch.where(launch, F0, F1).long(), memory)
         else:
             # Updates launched `delay` frames ago land before this frame is detected.
             landing = torch.nonzero(pending[PENDING_FRAMES] == 1).squeeze(1)
@@ -113,7 +160,11 @@ class SimulatedAsynchronousInference:
             out = _f1_step(self.model, frames, memory)
             streams = torch.nonzero(launch).squeeze(1)
             if streams.numel() > 0:
-                c, h = _f0_update(self.model, frames[streams], memory.select(streams))
+                # An update still in flight lands before the next one starts (one in flight per stream).
+                early = streams[frames_left[streams] > 0]
+                out.state = _with_memory(out.state, early, pending[PENDING_C][early], pending[PENDING_H][early])
+                with beside_the_frame():
+                    c, h = _f0_update(self.model, frames[streams], out.state.select(streams))
                 pending[PENDING_C] = pending[PENDING_C].index_copy(0, streams, c)
                 pending[PENDING_H] = pending[PENDING_H].index_copy(0, streams, h)
                 frames_left = frames_left.index_fill(0, streams, self.delay)
@@ -122,27 +173,37 @@ class SimulatedAsynchronousInference:
         return out
 
 
-class ThreadedAsynchronousInference:
+class ThreadedAsynchronousInference(_AsynchronousWrapper):
     """Real asynchronous mode: f1 on the calling thread every frame, f0 in a worker thread.
 
-    At a keyframe of some streams f0 is submitted for them with a snapshot of their memory;
-    at every later frame, a finished update is merged into the memory before f1 runs. If
-    the next keyframe comes while f0 is still running, the step waits for it first (one
-    f0 in flight). The object holds the update in flight, so one runner serves one batch
-    of streams; call :meth:`flush` before resetting or reading the final memory.
+    At a launch (action F0) of some streams f0 is submitted for them with a snapshot of their
+    memory; at every later frame, a finished update is merged into the memory before f1 runs.
+    If the next launch comes while f0 is still running, the step waits for it first (one f0
+    in flight). The object holds the update in flight, so one runner serves one batch of
+    streams (:meth:`init_state` discards an update in flight); call :meth:`flush` before
+    reading the final memory. A copy (``copy.deepcopy``, as latency measurement makes) has
+    nothing in flight and starts its own worker.
 
     Args:
         model: the interleaved detector (eval mode; calls run under ``torch.no_grad``).
-        tau: f0 is launched every ``tau + 1`` frames of a stream.
+        tau: the schedule of :meth:`step`: f0 is launched every ``tau + 1`` frames of a stream.
         worker_threads: torch intra-op threads of the worker (set in the worker thread).
     """
 
     def __init__(self, model: LookingFastSlowDetector, tau: int, worker_threads: int = 1) -> None:
-        if tau < 0:
-            raise ValueError(f"tau must be non-negative, got {tau}")
-        self.model, self.tau = model, int(tau)
-        self._executor = ThreadPoolExecutor(max_workers=1, initializer=torch.set_num_threads, initargs=(worker_threads,))
+        super().__init__(model, tau)
+        self.worker_threads = int(worker_threads)
+        self._executor: ThreadPoolExecutor | None = None
         self._pending: tuple[Tensor, Future[tuple[Tensor, Tensor]]] | None = None
+
+    def describe(self) -> Description:
+        return super().describe().with_options(delay="threaded")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Threads and futures are not copied: a copy starts idle.
+        state = self.__dict__.copy()
+        state["_executor"], state["_pending"] = None, None
+        return state
 
     def init_state(
         self, batch_size: int, image_size: tuple[int, int] | None = None, device: torch.device | str | None = None
@@ -168,20 +229,30 @@ class ThreadedAsynchronousInference:
         return self._merge(state, wait=True)
 
     @torch.no_grad()
-    def step(self, frames: Tensor, steps: Tensor, state: StreamState) -> StepOutput:
-        """One frame: merge a finished f0 update, detect with f1, launch f0 on keyframe streams."""
+    def forward_raw(self, frames: Tensor, actions: Tensor | None, state: StreamState) -> StepOutput:
+        """One frame: merge a finished f0 update, detect with f1, launch f0 on the launching streams."""
         state = self._merge(state, wait=False)
         out = _f1_step(self.model, frames, state)
-        streams = torch.nonzero(keyframes(steps.to(frames.device), self.tau)).squeeze(1)
+        streams = torch.nonzero(_launches(actions, frames)).squeeze(1)
         if streams.numel() > 0:
             out.state = self._merge(out.state, wait=True)
             snapshot = out.state.select(streams)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, initializer=torch.set_num_threads,
+                                                    initargs=(self.worker_threads,))
             self._pending = (streams, self._executor.submit(self._run_f0, frames[streams], snapshot))
         return out
 
     def close(self) -> None:
         """Stop the worker (waits for f0 in flight)."""
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._pending = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_executor", None) is not None:
+            self._executor.shutdown(wait=False)
 
     def __enter__(self) -> "ThreadedAsynchronousInference":
         return self

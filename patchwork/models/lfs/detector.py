@@ -189,6 +189,10 @@ class LookingFastSlowDetector(SSDPredictions, StreamingModel):
         """Which extractor ran: ``{"text": "f0"}`` or ``{"text": "f1"}``."""
         return {"text": "f0" if int(actions) == F0 else "f1"}
 
+    def action_statistics(self, actions: Tensor) -> dict[str, float]:
+        """``{"actions/f0_rate": share of the frames (any shape of actions) on which f0 ran}`` (Fig. 8)."""
+        return {"actions/f0_rate": float((actions == F0).float().mean())} if actions.numel() else {}
+
     # ----------------------------------------------------------------- state
     def init_state(
         self, batch_size: int, image_size: tuple[int, int] | None = None, device: torch.device | str | None = None

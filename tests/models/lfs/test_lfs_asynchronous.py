@@ -4,15 +4,21 @@ import pytest
 import torch
 from lfs_fixtures import TINY_SIZE, tiny_lfs
 
+from patchwork.evaluation.cost import theoretical_cost
+from patchwork.evaluation.latency import measure_latency
+from patchwork.evaluation.streaming import evaluate_streams
 from patchwork.models.lfs import F0, F1
 from patchwork.models.lfs.asynchronous import (
+    PENDING_C,
     PENDING_FRAMES,
     SimulatedAsynchronousInference,
     ThreadedAsynchronousInference,
 )
 from patchwork.models.lfs.detector import C, H
 from patchwork.nn import StreamState
+from patchwork.nn.flops import count_flops
 from patchwork.policies import FixedInterleavingPolicy
+from tests.evaluation.test_eval_streaming import write_videos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -144,3 +150,57 @@ def test_threaded_mode_merges_f0_updates_when_they_finish(model, video):
             state = threaded.step(frames, OFFSETS + t, state).state
         state = threaded.flush(state)
     assert not torch.equal(state[C], start)
+
+
+# ------------------------------------------------------------- as a streaming model on the harness
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return write_videos(tmp_path_factory.mktemp("lfs_async_videos"), [5, 7], (96, 160), TINY_SIZE)
+
+
+def test_zero_delay_streams_exactly_as_synchronous_interleaving(model, videos):
+    policy = FixedInterleavingPolicy(TAU)
+    sync = evaluate_streams(model, videos, policy, streams=2)
+    asynchronous = evaluate_streams(SimulatedAsynchronousInference(model, TAU, delay=0), videos, policy, streams=2)
+    for a, b in zip(sync.videos, asynchronous.videos):
+        assert torch.equal(a.actions, b.actions)
+        for p, q in zip(a.predictions, b.predictions):
+            assert all(torch.equal(p[key], q[key]) for key in ("boxes", "scores", "labels"))
+    # With a delay the keyframes' detections are f1's: the results differ.
+    late = evaluate_streams(SimulatedAsynchronousInference(model, TAU, delay=1), videos, policy, streams=2)
+    assert not torch.equal(late.videos[0].predictions[0]["scores"], sync.videos[0].predictions[0]["scores"])
+
+
+@torch.no_grad()
+def test_async_cost_per_frame_is_the_f1_path_and_f0_counts_in_the_average(model):
+    frames, state = torch.rand(1, 3, *TINY_SIZE), model.init_state(1)
+    f1 = count_flops(lambda: model(frames, torch.tensor([F1]), state))
+    update = count_flops(lambda: model.remember(model.normalize(frames), torch.tensor([F0]), state))
+    cost = theoretical_cost(SimulatedAsynchronousInference(model, TAU, delay=1), TINY_SIZE,
+                            FixedInterleavingPolicy(TAU), num_frames=2 * (TAU + 1))
+    assert cost.mflops_max * 1e6 == f1
+    assert cost.mflops_avg * 1e6 == pytest.approx(f1 + update / (TAU + 1), rel=1e-12)
+
+
+def test_threaded_mode_is_timed_as_a_streaming_model(model):
+    threaded = ThreadedAsynchronousInference(model, TAU)
+    assert threaded.describe().label == "LFS async" and threaded.describe().fields["tau"] == TAU
+    clips = [torch.rand(4, 3, *TINY_SIZE)]
+    latency = measure_latency(threaded, clips, FixedInterleavingPolicy(TAU), frames_per_video=4)
+    assert latency["count"] == 4  # timed on a copy, which starts its own worker
+    threaded.close()
+
+
+@torch.no_grad()
+def test_a_launch_while_an_update_is_in_flight_lands_that_update_first(model, video):
+    runner = SimulatedAsynchronousInference(model, TAU, delay=3)
+    f0 = torch.full((2,), F0)
+    start = runner.init_state(2)
+    first = runner(video[0], f0, start).state
+    assert torch.equal(first[C], start[C])  # in flight
+    second = runner(video[1], f0, first).state
+    # Frame 1 launches again: frame 0's update is merged first, and frame 1's f0 starts from it.
+    update = model(video[0], f0, _model_state(model, start)).state
+    torch.testing.assert_close(second[C], update[C], rtol=1e-5, atol=1e-5)
+    assert second[PENDING_FRAMES].tolist() == [3, 3]
+    torch.testing.assert_close(second[PENDING_C], model(video[1], f0, update).state[C], rtol=1e-5, atol=1e-5)
