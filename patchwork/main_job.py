@@ -18,13 +18,14 @@ from omegaconf import DictConfig
 
 from patchwork.evaluation.report import cells_table, paper_table, policy_table, write_report
 from patchwork.evaluation.tables import write_json
-from patchwork.jobs import MethodJob, patchwork_method, single_frame
+from patchwork.jobs import MethodJob, blockcopy_method, patchwork_method, single_frame
 
 log = logging.getLogger(__name__)
 
 METHODS: dict[str, Callable[[MethodJob, DictConfig], dict[str, list[dict[str, Any]]]]] = {
     "single_frame": single_frame.run,
     "patchwork": patchwork_method.run,
+    "blockcopy": blockcopy_method.run,
 }
 PROFILES = {"detection": "quick", "segmentation": "quick_segmentation"}
 

@@ -85,16 +85,17 @@ class MethodJob:
         return self._data[key]
 
     def evaluate(self, model: StreamingModel, data: Any, policy: Any, method: str | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One table row (:func:`~patchwork.evaluation.rows.evaluate_method`) with the job's options.
+                 extra: dict[str, Any] | None = None, with_result: bool = False) -> Any:
+        """One table row (:func:`~patchwork.evaluation.rows.evaluate_method`) with the job's options;
+        ``with_result``: ``(row, StreamResult)`` (e.g. to read the actions taken).
 
         The global RNG is reseeded first so that a row does not depend on which rows ran before it.
         """
         torch.manual_seed(self.seed)
         label = method if method is not None else method_label(model, policy)
-        row, _ = evaluate_method(model, data, policy, label, streams=self.eval.streams, threads=self.eval.threads,
+        row, result = evaluate_method(model, data, policy, label, streams=self.eval.streams, threads=self.eval.threads,
                                  generator_seed=self.seed, latency_videos=self.eval.latency_videos,
                                  latency_frames=self.eval.latency_frames, max_videos=self.eval.max_videos,
                                  extra=extra)
         log.info("%s: %s", label, {k: row[k] for k in ("mflops_max", "ms_p95") if k in row})
-        return row
+        return (row, result) if with_result else row

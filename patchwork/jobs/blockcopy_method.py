@@ -1,0 +1,88 @@
+"""BlockCopy's rows of the main job (Verelst and Tuytelaars 2021, Tab. 1 / Fig. 6): the shared stage-1
+model as the task network, a policy initialised on training clips per target cost ``tau``, evaluated
+online (the policy keeps learning on the validation videos, the paper's protocol) and frozen, and the
+lower-resolution baseline of the stage-1 model at about the executed fraction of the frame."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from patchwork.engine.loading import load_model
+from patchwork.engine.online import online_policy_from_checkpoint
+from patchwork.jobs.context import MethodJob
+from patchwork.jobs.single_frame import train_single_frame
+from patchwork.models.baselines import wrap_baselines
+from patchwork.models.streaming import StreamingModel
+from patchwork.policies import BernoulliPolicy
+
+STAGE = "blockcopy_policy"
+
+
+def run_name(tau: float) -> str:
+    """``0.5`` -> ``"blockcopy_tau05"``: the sub-run's name."""
+    return f"blockcopy_tau{tau:g}".replace(".", "")
+
+
+def executed_fraction(result: Any) -> float:
+    """The mean executed fraction of the blocks over every frame streamed (first frames included)."""
+    actions = [video.actions.float().flatten(1).mean(1) for video in result.videos if video.actions is not None]
+    return float(torch.cat(actions).mean())
+
+
+def nearest_area(model: StreamingModel, image_size: tuple[int, int], fraction: float) -> float:
+    """The image-area factor closest to ``fraction`` among the downscaled sizes ``model`` can run on."""
+    height, width = image_size
+    best: float | None = None
+    for side in range(8, height + 1, 8):
+        size = (side, round(width * side / height))
+        try:
+            model.check_image_size(size)
+        except ValueError:
+            continue
+        area = size[0] * size[1] / (height * width)
+        if best is None or abs(area - fraction) < abs(best - fraction):
+            best = area
+    if best is None:
+        raise ValueError(f"{model.describe().label} runs on no downscaled size of {height}x{width}")
+    return best
+
+
+def run(job: MethodJob, options: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    """Train and evaluate BlockCopy.
+
+    Options:
+        taus: target costs, one policy each ("BlockCopy tau=T").
+        profile: the training experiment of the policy sub-runs (``null``: ``blockcopy_<job profile>``).
+        frozen: also a row per ``tau`` with the policy frozen ("BlockCopy tau=T, frozen").
+        resolution_baseline: the stage-1 model at the area closest to the online rows' executed fraction.
+    """
+    stage1 = train_single_frame(job)
+    single_frame = load_model(stage1)
+    data = job.data(single_frame.config["data"])
+    profile = options.profile or f"blockcopy_{job.profile}"
+    comparison, frozen = [], []
+    for tau in options.taus:
+        name = run_name(float(tau))
+        job.train(name, [f"stage=[{STAGE}]", "model=blockcopy_checkpoint", f"model.task_model.path='{stage1}'",
+                         f"init_from='{stage1}'", f"model.target_cost={float(tau)}"], profile)
+        checkpoint = job.checkpoint(name, STAGE)
+        model = load_model(checkpoint).model
+        online = online_policy_from_checkpoint(model, checkpoint, seed=job.seed)
+        label = model.describe().label
+        row, result = job.evaluate(model, data, online, method=label, extra={"mode": "online"}, with_result=True)
+        fraction = executed_fraction(result)
+        row["executed_fraction"] = fraction
+        comparison.append(row)
+        if options.frozen:
+            model = load_model(checkpoint).model
+            frozen.append(job.evaluate(model, data, BernoulliPolicy(), method=f"{label}, frozen",
+                                       extra={"mode": "frozen"}))
+        if options.resolution_baseline:
+            sf = load_model(stage1).model
+            area = nearest_area(sf, single_frame.image_size, fraction)
+            comparison.append(job.evaluate(wrap_baselines(sf, area=area), data, None,
+                                           extra={"baseline": {"area": area}, "matches": label}))
+    return {"comparison": comparison + frozen}
