@@ -26,7 +26,7 @@ def _run(run_dir: Path, *overrides: str) -> dict:
 def test_main_job_rows_report_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    tables = _run(run_dir)
+    tables = _run(run_dir, "methods=[single_frame,patchwork]")
     methods = [row["method"] for row in tables["comparison"]]
     assert methods[:3] == ["SF depth=0.35", "SF interval=2, depth=0.35", "SF interval=2, delay=1, depth=0.35"]
     assert methods[3].startswith("Patchwork M=2, N=1")
@@ -42,10 +42,25 @@ def test_main_job_rows_report_and_resume(tmp_path, monkeypatch):
 
     # Resuming the finished job retrains nothing and gives the same rows (latency aside).
     stamps = {p: p.stat().st_mtime_ns for p in (run_dir / "train").rglob("last.pt")}
-    again = _run(run_dir, "resume=true")
+    again = _run(run_dir, "methods=[single_frame,patchwork]", "resume=true")
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "train").rglob("last.pt")} == stamps
     keep = ("method", "mflops_max", "mflops_avg", "mAP")
     assert [{k: r[k] for k in keep} for r in again["comparison"]] == [{k: r[k] for k in keep} for r in tables["comparison"]]
+
+
+def test_main_job_blockcopy_rows_cost_less_than_the_single_frame_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
+    tables = _run(tmp_path / "run", "methods=[single_frame,blockcopy]", "single_frame.baselines=[]",
+                  "blockcopy.taus=[0.5]")
+    rows = {row["method"]: row for row in tables["comparison"]}
+    single = rows["SF depth=0.35"]
+    online, frozen = rows["BlockCopy tau=0.5"], rows["BlockCopy tau=0.5, frozen"]
+    assert online["family"] == frozen["family"] == "BlockCopy"
+    assert (online["mode"], frozen["mode"], online["tau"]) == ("online", "frozen", 0.5)
+    assert online["mflops_avg"] < single["mflops_avg"] and frozen["mflops_avg"] < single["mflops_avg"]
+    assert 0 < online["executed_fraction"] < 1
+    baseline = next(row for row in tables["comparison"] if row.get("matches") == "BlockCopy tau=0.5")
+    assert baseline["family"] == "SF" and baseline["baseline"] == {"area": 0.25}  # 32x32 of 64x64 frames
 
 
 def test_main_job_refuses_unknown_methods(tmp_path):

@@ -75,6 +75,8 @@ class StreamRunner:
         decode: decode predictions each frame (eval mode); otherwise ``forward_raw``.
         score_graph: compute scores with autograd (an on-policy learner's gradient);
             otherwise without (values only).
+        learn: let a policy that learns while it acts learn from the frames (``False``: it only
+            acts, e.g. while the cost of inference is counted).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class StreamRunner:
         generator: torch.Generator | None = None,
         decode: bool = True,
         score_graph: bool = False,
+        learn: bool = True,
     ) -> None:
         space = model.action_space
         if space is not None and policy is None:
@@ -96,7 +99,8 @@ class StreamRunner:
         self.seed = int(seed)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         self.decode = decode
-        self.score_graph = score_graph or bool(getattr(self.policy, "needs_score_graph", False))
+        self.learn = getattr(self.policy, "observe_step", None) if learn else None
+        self.score_graph = score_graph or (self.learn is not None and bool(getattr(self.policy, "needs_score_graph", False)))
         self.state: StreamState | None = None
 
     def start(
@@ -154,8 +158,7 @@ class StreamRunner:
         self.observation = model.observe(out)
         self.state, self.actions = out.state, actions
         step = RunnerStep(actions, out, self.observation, scores)
-        learn = getattr(self.policy, "observe_step", None)
-        if learn is not None:
-            learn(model, frames, step, self.t)
+        if self.learn is not None:
+            self.learn(model, frames, step, self.t)
         self.t += 1
         return step
