@@ -64,6 +64,7 @@ def run(job: MethodJob, options: DictConfig) -> dict[str, list[dict[str, Any]]]:
     data = job.data(single_frame.config["data"])
     profile = options.profile or f"blockcopy_{job.profile}"
     comparison, frozen = [], []
+    baselines: dict[float, dict[str, Any]] = {}  # area -> row (several taus may match one area)
     for tau in options.taus:
         name = run_name(float(tau))
         job.train(name, [f"stage=[{STAGE}]", "model=blockcopy_checkpoint", f"model.task_model.path='{stage1}'",
@@ -83,6 +84,10 @@ def run(job: MethodJob, options: DictConfig) -> dict[str, list[dict[str, Any]]]:
         if options.resolution_baseline:
             sf = load_model(stage1).model
             area = nearest_area(sf, single_frame.image_size, fraction)
-            comparison.append(job.evaluate(wrap_baselines(sf, area=area), data, None,
-                                           extra={"baseline": {"area": area}, "matches": label}))
+            if area in baselines:
+                baselines[area]["matches"] += f", {label}"
+                continue
+            baselines[area] = job.evaluate(wrap_baselines(sf, area=area), data, None,
+                                           extra={"baseline": {"area": area}, "matches": label})
+            comparison.append(baselines[area])
     return {"comparison": comparison + frozen}
