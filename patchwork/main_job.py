@@ -21,7 +21,7 @@ from patchwork.evaluation.claims import check_claims
 from patchwork.evaluation.report import (cells_table, claims_table, interleaving_table, metric_columns, paper_table,
                                          policy_table, write_report, write_table)
 from patchwork.evaluation.tables import write_json
-from patchwork.jobs import MethodJob, lfs_method, patchwork_method, single_frame
+from patchwork.jobs import MethodJob, blockcopy_method, lfs_method, patchwork_method, single_frame
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ METHODS: dict[str, ModuleType] = {
     "single_frame": single_frame,
     "patchwork": patchwork_method,
     "lfs": lfs_method,
+    "blockcopy": blockcopy_method,
 }
 PROFILES = {"detection": "quick", "segmentation": "quick_segmentation"}
 

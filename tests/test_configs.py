@@ -121,8 +121,9 @@ def test_test_tiny_and_quick_experiments_exist():
     assert {"quick", "test_tiny"} <= set(EXPERIMENTS)
 
 
-PATCHWORK_EXPERIMENTS = [name for name in EXPERIMENTS if not name.startswith("lfs")]
+PATCHWORK_EXPERIMENTS = [name for name in EXPERIMENTS if not name.startswith(("lfs", "blockcopy"))]
 LFS_EXPERIMENTS = [name for name in EXPERIMENTS if name.startswith("lfs")]
+BLOCKCOPY_EXPERIMENTS = [name for name in EXPERIMENTS if name.startswith("blockcopy")]
 
 
 def check_common_parts(cfg: DictConfig, name: str) -> None:
@@ -183,6 +184,51 @@ def test_every_lfs_experiment_composes_and_its_model_steps(name, synthetic_frame
     check_model_steps(model, small, synthetic_frames)
 
 
+def check_blockcopy_model_steps(model: StreamingModel, image_size: tuple[int, int], synthetic_frames) -> None:
+    """Every block, then a random mask, decoded; the policy's logits per block; a task-loss step."""
+    from patchwork.nn.spaces import MultiBinary
+
+    assert isinstance(model.action_space, MultiBinary) and model.describe().family == "BlockCopy"
+    model.eval()
+    frames, targets = synthetic_frames(model.task, image_size)
+    with torch.no_grad():
+        out = model(frames, None, model.init_state(2, image_size))
+        mask = model.action_space.sample(2, image_size, torch.Generator().manual_seed(0))
+        out = model(frames, mask, out.state)
+        logits = model.policy_network(model.policy_input(model.observe(out), frames))
+    assert len(out.predictions) == 2 and logits.shape == mask.shape and torch.isfinite(logits).all()
+    model.train()
+    out = model(frames, None, model.init_state(2, image_size))
+    loss = sum(model.loss(out, targets).values())
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.task_parameters() if p.requires_grad)
+    model.eval()
+
+
+@pytest.mark.parametrize("name", BLOCKCOPY_EXPERIMENTS)
+def test_every_blockcopy_experiment_composes_and_its_model_steps(name, synthetic_frames):
+    from patchwork.rl import InformationGainReward, Reinforce
+
+    cfg = compose_config(overrides=[f"experiment={name}"])
+    assert list(cfg.stage) == ["stage1", "blockcopy_policy"]
+    stages = {name: build_stage(cfg, name) for name in cfg.stage}
+    assert isinstance(stages["stage1"], SupervisedStage) and not stages["stage1"].model_overrides
+    policy_stage = stages["blockcopy_policy"]
+    assert isinstance(policy_stage, PolicyStage) and policy_stage.lr_task is None
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    optimizer = policy_stage.learner_optimizer(cfg)([parameter])
+    assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.defaults["weight_decay"] == 1e-3
+    assert optimizer.defaults["lr"] == 1e-4
+    assert instantiate(cfg.learner).func is Reinforce
+    reward = instantiate(cfg.reward)
+    assert isinstance(reward, InformationGainReward) and reward.target == cfg.model.target_cost
+    image_size = tuple(cfg.data.image_size)
+    model = instantiate(cfg.model, width_mult=SMALL_WIDTH)
+    model.check_image_size(image_size)
+    check_blockcopy_model_steps(model, (64, 64), synthetic_frames)
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_only_sets_keys_that_exist(name):
     """A typo in an experiment file (``stpes: 5``) would silently add a key nobody reads: Hydra's
@@ -201,7 +247,15 @@ def test_every_experiment_only_sets_keys_that_exist(name):
             assert isinstance(parent, DictConfig) and "_target_" in parent, f"{name}.yaml sets unknown key {path}"
 
 
-@pytest.mark.parametrize("name", [m for m in MODELS if not m.startswith("lfs")])  # LFS: with its experiments
+def test_blockcopy_model_configs_build_from_a_model_config_or_name_a_checkpoint(synthetic_frames):
+    cfg = compose_config(overrides=["model=blockcopy", "model.block_size=32", "model.policy_width=0.25"])
+    check_blockcopy_model_steps(instantiate(cfg.model, width_mult=SMALL_WIDTH), (64, 64), synthetic_frames)
+    checkpoint = compose_config(overrides=["model=blockcopy_checkpoint"])
+    assert checkpoint.model.task_model._target_ == "patchwork.engine.loading.checkpoint_model"
+    assert OmegaConf.is_missing(checkpoint.model.task_model, "path")
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if not m.startswith(("lfs", "blockcopy"))])  # with their experiments
 def test_every_patchwork_model_config_builds_and_steps(name, synthetic_frames):
     cfg = compose_config(overrides=[f"model={name}"])
     grid = WindowGrid(*cfg.model.grid)

@@ -93,6 +93,23 @@ def test_main_job_lfs_has_no_segmentation_rows(tmp_path):
     assert lfs_method.run(job, None) == {}
 
 
+def test_main_job_blockcopy_rows_cost_less_than_the_single_frame_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
+    tables = _run(tmp_path / "run", "methods=[single_frame,blockcopy]", "single_frame.baselines=[]",
+                  "blockcopy.taus=[0.5]")
+    rows = {row["method"]: row for row in tables["comparison"]}
+    single = rows["SF depth=0.35"]
+    online, frozen = rows["BlockCopy tau=0.5"], rows["BlockCopy tau=0.5, frozen"]
+    assert online["family"] == frozen["family"] == "BlockCopy"
+    assert (online["mode"], frozen["mode"], online["tau"]) == ("online", "frozen", 0.5)
+    assert online["mflops_avg"] < single["mflops_avg"] and frozen["mflops_avg"] < single["mflops_avg"]
+    assert 0 < online["executed_fraction"] < 1
+    baseline = next(row for row in tables["comparison"] if row.get("matches") == "BlockCopy tau=0.5")
+    assert baseline["family"] == "SF" and baseline["baseline"] == {"area": 0.25}  # 32x32 of 64x64 frames
+    assert [o["claim"] for o in tables["orderings"]] == [
+        "BlockCopy tau=0.5 > SF depth=0.35 - 2, at <= 60% of its MFLOPs", f"BlockCopy tau=0.5 > {baseline['method']}"]
+
+
 def test_main_job_refuses_unknown_methods(tmp_path):
     with pytest.raises(ValueError, match="unknown methods"):
         _run(tmp_path, "methods=[single_frame,nonesuch]")
@@ -100,11 +117,14 @@ def test_main_job_refuses_unknown_methods(tmp_path):
 
 def test_main_job_segmentation(tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
+    # Every method; LFS (a detector) gives no segmentation rows.
     tables = _run(tmp_path / "run", "task=segmentation", "profile=test_tiny_segmentation", "patchwork.policies=[dqn]",
-                  "patchwork.no_cell_grids=[]", "single_frame.baselines=[{area: 0.25}]")
+                  "patchwork.no_cell_grids=[]", "single_frame.baselines=[{area: 0.25}]", "blockcopy.taus=[0.5]",
+                  "blockcopy.frozen=false", "blockcopy.resolution_baseline=false")
     rows = tables["comparison"]
-    assert [row["task"] for row in rows] == ["segmentation"] * 3
-    assert [row["method"] for row in rows][:2] == ["SF depth=0.35", "SF depth=0.35, resolution=0.25"]
+    assert [row["task"] for row in rows] == ["segmentation"] * 4
+    assert [row["method"] for row in rows] == ["SF depth=0.35", "SF depth=0.35, resolution=0.25",
+                                               "Patchwork M=2, N=1, depth=0.35", "BlockCopy tau=0.5"]
     assert all(r["J_low"] <= r["J"] <= r["J_high"] and r["F_low"] <= r["F"] <= r["F_high"] for r in rows)
     assert rows[1]["mflops_max"] < rows[0]["mflops_max"] / 2
     assert (tmp_path / "run" / "report" / "latency_accuracy.md").read_text().count("J 95% CI") == 1

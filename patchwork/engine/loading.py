@@ -85,14 +85,14 @@ def load_model(
     if unused:
         # Only the policy network of the model the checkpoint holds may be left out.
         checkpoint_model: StreamingModel = instantiate(config["model"], **trained_with)
-        policy = checkpoint_model.policy_parameter_names()
+        policy = checkpoint_model.policy_state_names()
         weights = {k: v for k, v in weights.items() if k in expected or k not in policy}
     misfit = f"checkpoint {checkpoint_path} does not fit the model rebuilt with {overrides or 'its config'}"
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # shape mismatches (e.g. another width_mult)
         raise ValueError(f"{misfit}: {error}") from error
-    if unexpected or set(missing) - model.policy_parameter_names():
+    if unexpected or set(missing) - model.policy_state_names():
         raise ValueError(f"{misfit}: missing {missing}, unexpected {unexpected}")
     if missing:
         log.warning("%s: the policy network is not in the checkpoint (untrained); use a policy that reads no scores",
@@ -105,3 +105,12 @@ def load_model(
     image_size = (int(size[0]), int(size[1]))
     model.check_image_size(image_size)
     return LoadedModel(model, image_size, model.task, config, stage, device, list(missing))
+
+
+def checkpoint_model(path: str | os.PathLike[str], **model_overrides: Any) -> StreamingModel:
+    """The model of a checkpoint, weights loaded, on the CPU in eval mode (:func:`load_model`).
+
+    For configs whose model wraps another trained model, e.g. BlockCopy's task network from a
+    stage-1 checkpoint: ``task_model: {_target_: patchwork.engine.loading.checkpoint_model, path: ...}``.
+    """
+    return load_model(path, **model_overrides).model

@@ -12,14 +12,41 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from patchwork.engine.runner import StreamRunner
-from patchwork.models.streaming import StepOutput
+from patchwork.engine.runner import RunnerStep, StreamRunner
+from patchwork.models.streaming import Prediction, StepOutput, StreamingModel
 from patchwork.rl.roles import Reward, RewardContext, Transition
 
 
 def _copy(observation: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
     """A detached copy: the model updates its memories in place, the transition must not change."""
     return None if observation is None else {k: v.detach().clone() for k, v in observation.items()}
+
+
+def frame_transition(
+    model: StreamingModel,
+    reward: Reward,
+    frames: Tensor,
+    step: RunnerStep,
+    previous: list[Prediction],
+    targets: list[dict[str, Tensor]],
+    obs: dict[str, Tensor] | None = None,
+    state_before: object = None,
+) -> tuple[Transition, list[Prediction]]:
+    """One frame's transition (``S_t`` = ``obs``, the rest from ``step``) and the frame's predictions.
+
+    Predictions are the step's when the runner decoded them, else decoded only as far as the
+    reward reads them (``reward.min_score``);
+    ``targets`` may be empty where no ground truth exists (online learning during evaluation).
+    """
+    predictions = step.out.predictions
+    if predictions is None:
+        with torch.no_grad():
+            predictions = model.predict(step.out, reward.min_score)
+    context = RewardContext(model, frames, step.actions, step.out, predictions, previous, targets, state_before)
+    result = reward(context)
+    transition = Transition(obs, step.actions, result.rewards, _copy(step.observation), result.quality, step.scores,
+                            step.out)
+    return transition, predictions
 
 
 def stream_clip(
@@ -49,14 +76,9 @@ def stream_clip(
     for t in range(length):
         state_before = runner.state
         step = runner.step(frames[:, t])
-        with torch.no_grad():
-            predictions = model.predict(step.out, reward.min_score)
-        frame_targets = [clip[t] for clip in targets]
-        context = RewardContext(model, frames[:, t], step.actions, step.out, predictions, previous, frame_targets,
-                                state_before)
-        result = reward(context)
+        transition, predictions = frame_transition(model, reward, frames[:, t], step, previous,
+                                                   [clip[t] for clip in targets], obs, state_before)
         if on_step is not None:
             on_step(t, step.out)
-        next_obs = _copy(step.observation)
-        yield Transition(obs, step.actions, result.rewards, next_obs, result.quality, step.scores, step.out)
-        obs, previous = next_obs, predictions
+        yield transition
+        obs, previous = transition.next_obs, predictions

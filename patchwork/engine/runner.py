@@ -9,7 +9,8 @@ step models through :class:`StreamRunner`, so a method behaves the same everywhe
         step = runner.step(frames[:, t])    # step.actions ran on this frame; step.out, step.scores
 
 Each frame: the policy network scores the previous frame's observation
-(``model.policy_network(model.observe(out))``, only when the policy reads scores), the policy
+(``model.policy_network(model.policy_input(model.observe(out), frames))``, only when the
+policy reads scores; ``policy_input`` adds the incoming frame for a policy that reads it), the policy
 picks ``A_t`` from them, and the model runs the frame under ``A_t``. Scoring at the start of
 the frame that uses the scores, rather than at the end of the one before, means a learner
 that updates the policy network between frames always differentiates scores of the current
@@ -24,6 +25,11 @@ generator, or, when the runner is told which videos it plays, from a generator s
 ``(seed, video)`` alone so a video starts alike whatever shares its batch. While a model
 has no observation after the first frame (a delayed keyframe not finished yet), each stream
 keeps its previous action.
+
+**A policy that learns while it acts** (BlockCopy's online protocol,
+:class:`~patchwork.engine.online.OnlineLearning`) has ``observe_step(model, frames, step, t)``;
+the runner calls it after every frame, and computes the scores with autograd when the policy's
+``needs_score_graph`` says so. Evaluation, cost and latency then run it unchanged.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class StreamRunner:
         decode: decode predictions each frame (eval mode); otherwise ``forward_raw``.
         score_graph: compute scores with autograd (an on-policy learner's gradient);
             otherwise without (values only).
+        learn: let a policy that learns while it acts learn from the frames (``False``: it only
+            acts, e.g. while the cost of inference is counted).
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class StreamRunner:
         generator: torch.Generator | None = None,
         decode: bool = True,
         score_graph: bool = False,
+        learn: bool = True,
     ) -> None:
         space = model.action_space
         if space is not None and policy is None:
@@ -90,7 +99,8 @@ class StreamRunner:
         self.seed = int(seed)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         self.decode = decode
-        self.score_graph = score_graph
+        self.learn = getattr(self.policy, "observe_step", None) if learn else None
+        self.score_graph = score_graph or (self.learn is not None and bool(getattr(self.policy, "needs_score_graph", False)))
         self.state: StreamState | None = None
 
     def start(
@@ -117,8 +127,8 @@ class StreamRunner:
         self.actions: Tensor | None = None
         self.observation: dict[str, Tensor] | None = None
 
-    def choose(self) -> tuple[Tensor | None, Tensor | None]:
-        """``(A_t, the scores that chose it)`` of every stream at the current frame (module docstring)."""
+    def choose(self, frames: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """``(A_t, the scores that chose it)`` of every stream at the current frame ``frames (B, 3, H, W)``."""
         space, policy = self.model.action_space, self.policy
         if space is None:
             return None, None
@@ -135,17 +145,20 @@ class StreamRunner:
         if self.observation is None:
             return self.actions, None
         with torch.set_grad_enabled(self.score_graph):
-            scores = self.model.policy_network(self.observation)
+            scores = self.model.policy_network(self.model.policy_input(self.observation, frames))
         return policy.select(scores, steps, self.generator).to(self.device), scores
 
     def step(self, frames: Tensor) -> RunnerStep:
         """Run frame ``t`` of every stream, ``frames (B, 3, H, W)`` on the runner's device."""
         if self.state is None:
             raise RuntimeError("call StreamRunner.start before step")
-        actions, scores = self.choose()
+        actions, scores = self.choose(frames)
         model = self.model
         out = model(frames, actions, self.state) if self.decode else model.forward_raw(frames, actions, self.state)
         self.observation = model.observe(out)
         self.state, self.actions = out.state, actions
+        step = RunnerStep(actions, out, self.observation, scores)
+        if self.learn is not None:
+            self.learn(model, frames, step, self.t)
         self.t += 1
-        return RunnerStep(actions, out, self.observation, scores)
+        return step

@@ -224,7 +224,7 @@ class SupervisedStage:
     def run(self, ctx: StageContext) -> dict[str, Any]:
         """Train from the stage's last checkpoint (or step 0) to ``steps``; returns the last logged losses."""
         cfg, dist, runtime = ctx.cfg, ctx.dist, ctx.runtime
-        model = ctx.build_model(**dict(self.model_overrides)).to(dist.device)
+        model = ctx.build_model(**dict(self.model_overrides or {})).to(dist.device)
         optimizer, scheduler, objects, start = _task_training(ctx, model, model.parameters(), self.lr, self.steps)
         batches = ResumableBatches(
             ctx.data.frame_dataset(), int(self.batch_size), seed=int(cfg.seed), rank=dist.rank,
@@ -379,6 +379,9 @@ class PolicyStage:
         bptt: with ``lr_task``, frames the task loss reaches back through the model's state
             (truncated BPTT: the state is detached every ``bptt`` frames).
         max_grad_norm: with ``lr_task``, clipping of the task network's gradients.
+        policy_optimizer: the learner's optimiser, ``parameters, lr -> Optimizer`` (a partial; its
+            ``lr`` is ``lr_policy``), when it is not the run's ``optim.optimizer`` (BlockCopy:
+            RMSprop with weight decay).
     """
 
     steps: int
@@ -391,6 +394,7 @@ class PolicyStage:
     lr_task: float | None = None
     bptt: int = 4
     max_grad_norm: float | None = 10.0
+    policy_optimizer: Any = None
 
     trains_policy = True
 
@@ -410,7 +414,7 @@ class PolicyStage:
             parameter.requires_grad_(joint or id(parameter) in policy_ids)
         generator = torch.Generator().manual_seed(int(cfg.seed) * 7919 + dist.rank)
         learner: Learner = instantiate(cfg.learner)(
-            network=model.policy_network, optimizer=ctx.optimizer(self.lr_policy),
+            network=model.policy_network, optimizer=self.learner_optimizer(cfg),
             generator=generator, reduce_gradients=partial(average_gradients, dist=dist),
         )
         reward: Reward = instantiate(cfg.reward)
@@ -421,11 +425,17 @@ class PolicyStage:
             task_optimizer = ctx.optimizer(self.lr_task)([p for p in model.task_parameters() if p.requires_grad])
             optimizers["task"] = task_optimizer
         models = {"model": model}
-        start = _restore(ctx, models=models, optimizers=optimizers, learners={"policy": learner},
+        # A reward with a running statistic (BlockCopy's cost average M_t) is checkpointed with the learner.
+        stateful_reward = {"reward": reward} if hasattr(reward, "state_dict") else {}
+        start = _restore(ctx, models=models, optimizers=optimizers, learners={"policy": learner, **stateful_reward},
                          generators={"policy": generator})
+
+        def learner_states(policy: dict[str, Any]) -> dict[str, Any]:
+            return {"policy": policy, **{k: v.state_dict() for k, v in stateful_reward.items()}}
+
         runtime.checkpoint = ctx.save_fn(
             lambda step: make_payload(step=step, stage=ctx.name, config=ctx.config(), models=models,
-                                      optimizers=optimizers, learners={"policy": learner.state_dict()},
+                                      optimizers=optimizers, learners=learner_states(learner.state_dict()),
                                       generators={"policy": generator}))
         clips = ResumableBatches(
             ctx.data.clip_dataset(), int(self.streams), seed=int(cfg.seed) + 1, rank=dist.rank,
@@ -449,8 +459,13 @@ class PolicyStage:
             result.update({"val_reward_random": uniform["reward"], "val_quality_random": uniform["quality"]})
         runtime.logger.scalars({f"val/{k}": v for k, v in result.items() if k.startswith("val_")}, int(self.steps))
         ctx.finish(int(self.steps), {"models": models, "optimizers": optimizers}, result,
-                   learners={"policy": learner.without_replay()}, generators={"policy": generator})
+                   learners=learner_states(learner.without_replay()), generators={"policy": generator})
         return result
+
+    def learner_optimizer(self, cfg: DictConfig) -> Callable[[Any], torch.optim.Optimizer]:
+        """``parameters -> optimiser`` of the learner: ``policy_optimizer``, else the run's, at ``lr_policy``."""
+        optimizer = instantiate(cfg.optim.optimizer) if self.policy_optimizer is None else self.policy_optimizer
+        return partial(optimizer, lr=float(self.lr_policy))
 
     def _train(self, ctx: StageContext, model: StreamingModel, learner: Learner, reward: Reward,
                task_optimizer: torch.optim.Optimizer | None, batches: Iterator[dict[str, Any]], start: int,
@@ -546,7 +561,7 @@ class PolicyStage:
 def _load_task_weights(model: StreamingModel, path: Path) -> None:
     """The task network's weights from another stage's checkpoint (the policy network may be new)."""
     missing, unexpected = model.load_state_dict(load_checkpoint(path)["models"]["model"], strict=False)
-    if unexpected or set(missing) - model.policy_parameter_names():
+    if unexpected or set(missing) - model.policy_state_names():
         raise RuntimeError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}")
 
 

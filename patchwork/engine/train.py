@@ -54,7 +54,7 @@ def validate_config(cfg: DictConfig) -> None:
     image_size = tuple(cfg.data.image_size)
     for name in stages:
         stage = build_stage(cfg, name)
-        model = instantiate(cfg.model, **dict(getattr(stage, "model_overrides", {})))
+        model = instantiate(cfg.model, **dict(getattr(stage, "model_overrides", None) or {}))
         model.check_image_size(image_size)
         if stage.trains_policy and (model.action_space is None or model.policy_network is None):
             raise ValueError(

@@ -3,7 +3,9 @@
 The stream runner steps one stream under the method's policy and every frame's FLOPs are
 counted (:mod:`patchwork.nn.flops`), so frame-dependent schedules (keyframe intervals and
 delays, LFS's interleaving, BlockCopy's executed blocks) are measured, not assumed. The
-policy network's cost counts in the frame that computes the next action.
+policy network's cost counts in the frame that computes the next action. It is the cost of
+inference: a policy that learns while it acts (BlockCopy's online mode) acts without learning
+here; its information gain, backward pass and update are in its latency (measured as it runs).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def theoretical_cost(
         noise = torch.rand(1, 3, *image_size, generator=torch.Generator().manual_seed(generator_seed))
         frames = noise.expand(num_frames, -1, -1, -1)
     frames = frames.to(device)
-    runner = StreamRunner(model, policy, seed=generator_seed)
+    runner = StreamRunner(model, policy, seed=generator_seed, learn=False)
     with evaluation_mode(model):
         runner.start(1, tuple(image_size), device, videos=torch.zeros(1, dtype=torch.long))
         return stream_cost(lambda t: runner.step(frames[t % len(frames)][None]), num_frames)

@@ -3,7 +3,7 @@ BlockCopy."""
 
 from patchwork.models.attention import AttentionQNetwork
 from patchwork.models.baselines import Flip, KeyframeDelay, KeyframeInterval, Resolution, wrap_baselines
-from patchwork.models.blockcopy import BlockCopyNetwork
+from patchwork.models.blockcopy import BlockCopyModel, BlockCopyNetwork
 from patchwork.models.builders import looking_fast_slow_detector, mobilenet_v2, patchwork_detector, patchwork_segmenter
 from patchwork.models.detector import PatchworkDetector
 from patchwork.models.lfs import AdaptiveInterleavingQNetwork, LookingFastSlowDetector
@@ -15,6 +15,7 @@ from patchwork.models.streaming import Description, StepOutput, StreamingModel
 __all__ = [
     "AdaptiveInterleavingQNetwork",
     "AttentionQNetwork",
+    "BlockCopyModel",
     "BlockCopyNetwork",
     "DeepLabLightHead",
     "Description",

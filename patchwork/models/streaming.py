@@ -8,7 +8,7 @@ that the three methods share (a model, its action space, its observation, a poli
     out.predictions                         # eval mode: one full-frame prediction per stream
     out.state                               # the new state; the old one is consumed
     observation = model.observe(out)        # what a policy reads for the next action, or None
-    scores = model.policy_network(observation)   # e.g. Q-values (B, A) or block logits (B, h, w)
+    scores = model.policy_network(model.policy_input(observation, next_frames))  # Q-values (B, A), block logits (B, h, w)
     losses = model.loss(out, targets)       # training: dict of scalar task losses
 
 ``actions`` follow ``model.action_space`` (:mod:`patchwork.nn.spaces`): Patchwork looks at
@@ -229,6 +229,12 @@ class StreamingModel(nn.Module):
         """
         return None
 
+    def policy_input(self, observation: dict[str, Tensor], frames: Tensor) -> dict[str, Tensor]:
+        """What :attr:`policy_network` reads before frame ``t + 1`` runs: the observation after
+        frame ``t`` and, for a policy that looks at the incoming frame (BlockCopy, Eq. 2), that
+        frame ``(B, 3, H, W)``. Default: the observation alone."""
+        return observation
+
     @property
     def policy_network(self) -> nn.Module | None:
         """Observation dict -> per-stream scores (Q-values, logits), or ``None``."""
@@ -248,6 +254,15 @@ class StreamingModel(nn.Module):
         """``named_parameters`` names of :meth:`policy_parameters` (e.g. to load task-only weights)."""
         policy = {id(p) for p in self.policy_parameters()}
         return {name for name, p in self.named_parameters() if id(p) in policy}
+
+    def policy_state_names(self) -> set[str]:
+        """``state_dict`` keys of the policy network, parameters and buffers (BatchNorm statistics):
+        what a checkpoint of the task network alone may lack."""
+        network = self.policy_network
+        if network is None:
+            return set()
+        ids = {id(t) for t in (*network.parameters(), *network.buffers())}
+        return {name for name, value in self.state_dict(keep_vars=True).items() if id(value) in ids}
 
     def predict(self, out: StepOutput, min_score: float | None = None) -> list[Prediction]:
         """Full-frame predictions per stream from a step's ``raw`` outputs.

@@ -1,7 +1,7 @@
 """Reinforcement learning: the learner and reward roles, Double DQN with replay, REINFORCE, rewards
 (Patchwork Eq. 2, LFS Eq. 2, BlockCopy's information gain and per-block reward)."""
 
-from patchwork.rl.blockcopy_reward import blockcopy_rewards, execution_cost, running_cost
+from patchwork.rl.blockcopy_reward import InformationGainReward, blockcopy_rewards, execution_cost, running_cost
 from patchwork.rl.ddqn import (
     LinearEpsilon,
     ddqn_loss,
@@ -38,6 +38,7 @@ from patchwork.rl.rewards import (
 __all__ = [
     "DEFAULT_CAPACITY",
     "EMPTY_GT_QUALITY",
+    "InformationGainReward",
     "SCORE_THRESHOLD",
     "DetectionQualityGain",
     "DoubleDQN",

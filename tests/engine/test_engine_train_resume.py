@@ -41,7 +41,9 @@ def run_environment(data_cache: Path) -> dict[str, str]:
 
 
 def train_command(run_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(TRAIN), "experiment=test_tiny", "device=cpu", f"hydra.run.dir={run_dir}", *overrides]
+    """``scripts/train.py`` of ``experiment=test_tiny`` (unless ``overrides`` name another) on the CPU."""
+    experiment = [] if any(o.startswith("experiment=") for o in overrides) else ["experiment=test_tiny"]
+    return [sys.executable, str(TRAIN), *experiment, "device=cpu", f"hydra.run.dir={run_dir}", *overrides]
 
 
 def run_to_completion(run_dir: Path, env: dict[str, str], *overrides: str) -> None:

@@ -44,3 +44,58 @@ def test_reinforce_loss_sum_and_mean_and_its_gradient():
     # Executed: d/dl [-R log sigmoid(l)] = -R (1 - sigmoid(l)) at l = 1, R = 1.
     # Skipped: d/dl [-R log sigmoid(-l)] = R (1 - sigmoid(-l)) at l = -1, R = -0.5.
     torch.testing.assert_close(logits.grad, torch.tensor([[[-(1 - s), -0.5 * (1 - s)]]]))
+
+
+class _Segmenter:
+    task = "segmentation"
+
+
+class _Detector:
+    task = "detection"
+
+
+def _context(model, actions, predictions, previous, targets=()):
+    from patchwork.rl import RewardContext
+
+    frames = torch.zeros(actions.shape[0], 3, 4, 4)  # 2x2 blocks of 2 pixels
+    return RewardContext(model, frames, actions, None, predictions, previous, list(targets))
+
+
+def test_information_gain_reward_of_a_segmenter_hand_computed_and_its_running_cost():
+    from patchwork.rl import InformationGainReward
+
+    reward = InformationGainReward(target=0.5, gamma=5.0, momentum=0.9)
+    previous = [{"scores": torch.full((4, 4), 0.5), "mask": torch.zeros(4, 4, dtype=torch.bool)}]
+    scores = torch.full((4, 4), 0.5)
+    scores[1, 0] = 0.8  # one changed pixel, in block (0, 0)
+    now = [{"scores": scores, "mask": scores > 0.5}]
+    actions = torch.tensor([[[True, False], [False, False]]])
+    result = reward(_context(_Segmenter(), actions, now, previous))
+    gain = 0.5 * (math.log(0.5) - math.log(0.2)) + 0.5 * (math.log(0.5) - math.log(0.8))  # KL([.5, .5] || [.2, .8])
+    # C = M = 0.25 (the first frame starts the average): tau - M = 0.25, times gamma = 1.25.
+    torch.testing.assert_close(result.rewards, torch.tensor([[[gain + 1.25, -1.25], [-1.25, -1.25]]]))
+    assert torch.equal(result.quality, torch.zeros(1))  # no ground truth: nothing to measure
+    # The average goes on over frames and clips; a batch of another size continues from its mean.
+    reward(_context(_Segmenter(), torch.ones(1, 2, 2, dtype=torch.bool), now, now))
+    torch.testing.assert_close(reward.cost_average, torch.tensor([0.1 * 1.0 + 0.9 * 0.25]))
+    state = reward.state_dict()
+    restored = InformationGainReward(target=0.5)
+    restored.load_state_dict(state)
+    both = torch.zeros(2, 2, 2, dtype=torch.bool)
+    result = restored(_context(_Segmenter(), both, now * 2, now * 2))
+    torch.testing.assert_close(restored.cost_average, torch.full((2,), 0.9 * 0.325))
+    torch.testing.assert_close(result.rewards, torch.full((2, 2, 2), -5.0 * (0.5 - 0.9 * 0.325)))
+
+
+def test_information_gain_reward_of_detections_looks_at_confident_boxes_and_reports_quality():
+    from patchwork.rl import InformationGainReward
+
+    reward = InformationGainReward(target=0.0, gamma=0.0, min_score=0.3)
+    box = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    now = [{"boxes": torch.cat([box, box + 2]), "scores": torch.tensor([0.8, 0.2]), "labels": torch.tensor([0, 0])}]
+    previous = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
+    actions = torch.tensor([[[True, True], [False, True]]])
+    result = reward(_context(_Detector(), actions, now, previous, [{"boxes": box, "labels": torch.tensor([0])}]))
+    # A new detection gains its score in its box (block (0, 0)); the one below min_score is ignored.
+    torch.testing.assert_close(result.rewards, torch.tensor([[[0.8, 0.0], [-0.0, 0.0]]]))
+    torch.testing.assert_close(result.quality, torch.ones(1))  # the confident box is the ground truth

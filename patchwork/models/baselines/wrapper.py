@@ -55,6 +55,9 @@ class StreamingWrapper(StreamingModel):
     def policy_network(self) -> nn.Module | None:
         return self.model.policy_network
 
+    def policy_input(self, observation: dict[str, Tensor], frames: Tensor) -> dict[str, Tensor]:
+        return self.model.policy_input(observation, frames)
+
     def check_image_size(self, image_size: tuple[int, int]) -> None:
         self.model.check_image_size(image_size)
 

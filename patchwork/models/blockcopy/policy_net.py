@@ -15,6 +15,12 @@ output cell per block:
 * the previous execution grid ``A_{t-1}``, shifted to ``[-0.5, 0.5]``.
 
 Inputs are resized with nearest-neighbour sampling, as in the authors' code.
+
+Two options shrink the network for small frames, where the paper's policy would cost more
+than the task network it saves (at 128x128 pixels the full policy is about six times the
+cost of a MobileNetV2-0.5 detector): ``width`` scales every channel count, and
+``head_layers`` sets how many stride-2 convolutions the head has (3 in the paper); the
+network's total stride, hence the input cells per block, is ``4 * 2 ** head_layers``.
 """
 
 from __future__ import annotations
@@ -58,32 +64,41 @@ class PolicyNet(nn.Module):
         # prev_mask (B, H // bs, W // bs) bool  ->  logits (B, H // bs, W // bs)
     """
 
-    def __init__(self, block_size: int, num_classes: int, in_channels: int = 3) -> None:
+    def __init__(
+        self, block_size: int, num_classes: int, in_channels: int = 3, width: float = 1.0, head_layers: int = 3
+    ) -> None:
         super().__init__()
+        if head_layers < 1:
+            raise ValueError(f"the head needs at least its logit convolution, got head_layers={head_layers}")
         self.block_size = int(block_size)
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
-        self.scale = 0.25 * 128 / block_size
-        stem = WIDTHS[0]
+        self.width = float(width)
+        self.head_layers = int(head_layers)
+        #: Input cells per block side: the network's total stride (32 in the paper).
+        self.stride = 4 * 2**self.head_layers
+        self.scale = self.stride / block_size  # the paper's 0.25 * 128 / bs at 3 head layers
+        widths = [max(1, round(w * self.width)) for w in WIDTHS]
+        head = max(1, round(HEAD_CHANNELS * self.width))
         self.backbone = nn.Sequential(
-            Conv2dNormActivation(2 * in_channels + num_classes + 1, stem, 3, norm_layer=_BN, bias=False),
-            _basic_block(stem, WIDTHS[0], 1),
-            _basic_block(WIDTHS[0], WIDTHS[1], 2),
-            _basic_block(WIDTHS[1], WIDTHS[2], 2),
+            Conv2dNormActivation(2 * in_channels + num_classes + 1, widths[0], 3, norm_layer=_BN, bias=False),
+            _basic_block(widths[0], widths[0], 1),
+            _basic_block(widths[0], widths[1], 2),
+            _basic_block(widths[1], widths[2], 2),
         )
+        channels = [widths[2]] + [head] * (self.head_layers - 1)
         self.head = nn.Sequential(
-            Conv2dNormActivation(WIDTHS[2], HEAD_CHANNELS, 3, stride=2, norm_layer=_BN, bias=False),
-            Conv2dNormActivation(HEAD_CHANNELS, HEAD_CHANNELS, 3, stride=2, norm_layer=_BN, bias=False),
-            nn.Conv2d(HEAD_CHANNELS, 1, 3, stride=2, padding=1),  # the logits: no BatchNorm, a bias
+            *(Conv2dNormActivation(a, b, 3, stride=2, norm_layer=_BN, bias=False) for a, b in zip(channels, channels[1:])),
+            nn.Conv2d(channels[-1], 1, 3, stride=2, padding=1),  # the logits: no BatchNorm, a bias
         )
 
     def input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """``(H, W)`` of the network's input: ``scale`` of the frame, 32 cells per block."""
+        """``(H, W)`` of the network's input: ``scale`` of the frame, ``stride`` cells per block."""
         rows, cols = image_size[0] // self.block_size, image_size[1] // self.block_size
-        return rows * POLICY_STRIDE, cols * POLICY_STRIDE
+        return rows * self.stride, cols * self.stride
 
     def features(self, frames: Tensor, frame_state: Tensor, prev_output: Tensor, prev_mask: Tensor) -> Tensor:
-        """The state ``S_t`` (Eq. 2) at the network's resolution: ``(B, 2 C + K + 1, 32 H / bs, 32 W / bs)``."""
+        """The state ``S_t`` (Eq. 2) at the network's resolution: ``(B, 2 C + K + 1, s H / bs, s W / bs)``, ``s = stride``."""
         image_size = (frames.shape[-2], frames.shape[-1])
         if image_size[0] % self.block_size or image_size[1] % self.block_size:
             raise ValueError(
