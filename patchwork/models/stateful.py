@@ -79,7 +79,7 @@ def run_stateful(module: nn.Module, name: str, x: Tensor, step: StatefulPass) ->
     elif isinstance(module, nn.Sequential):
         for child_name, child in module.named_children():
             x = run_stateful(child, f"{name}.{child_name}", x, step)
-    else:
+    elif not isinstance(module, nn.Identity):  # folded BatchNorm layers are identities: skip the call
         x = module(x)
     if name in step.taps:
         step.taps[name] = x

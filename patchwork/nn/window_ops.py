@@ -236,6 +236,42 @@ def _from_cells(cells: Tensor, batch: int, size: tuple[int, int]) -> Tensor:
     return cells.view(batch, size[0], size[1], cells.shape[1]).permute(0, 3, 1, 2)
 
 
+class _ViewCache:
+    """Holds :func:`cell_table_views`' last views; copies and pickles of its owner start empty."""
+
+    def __init__(self) -> None:
+        self.entry: tuple | None = None
+
+    def __deepcopy__(self, memo: dict) -> "_ViewCache":
+        return _ViewCache()
+
+    def __getstate__(self) -> dict:
+        return {"entry": None}
+
+
+def cell_table_views(owner: object, maps: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The ``(B * Hp * Wp, C)`` cell view of channels-last ``maps`` and, where the bit copy of
+    :func:`scatter_windows` applies, its ``(B * Hp * Wp, C / 4)`` 16-byte-word view (else ``None``).
+
+    Cached on ``owner`` (e.g. the :class:`~patchwork.nn.FrameMemory` that ``maps`` belongs
+    to) for the last ``maps`` seen: a memory written in place keeps its storage, so the
+    same views serve every frame. The cache keeps that one storage alive (so no other
+    tensor can take its address while the key refers to it).
+    """
+    key = (maps.data_ptr(), maps.device, maps.dtype, maps.shape, maps.stride())
+    cache = owner.__dict__.get("_cell_views")
+    if cache is None:
+        cache = owner.__dict__["_cell_views"] = _ViewCache()
+    if cache.entry is not None and cache.entry[0] == key:
+        return cache.entry[1], cache.entry[2]
+    cells = _cells(maps)
+    wide = None
+    if (cells.shape[1] * cells.element_size()) % _WIDE_BYTES == 0 and maps.device.type == "cpu":
+        wide = cells.view(_WIDE)
+    cache.entry = (key, cells, wide)
+    return cells, wide
+
+
 def gather_windows(
     maps: Tensor, placement: WindowPlacement, size: tuple[int, int], shift: tuple[int, int] = (0, 0)
 ) -> Tensor:
