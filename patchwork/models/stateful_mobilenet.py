@@ -280,11 +280,11 @@ class StatefulMobileNetV2(nn.Module):
         Yielding inside the inverted residual blocks keeps every stage small (the largest
         is one convolution), so the ``delay`` baseline can split a keyframe evenly.
         """
-        for name, block in self.features.named_children():
+        for name, block in self.features._modules.items():
             prefix = f"features.{name}"
             if isinstance(block, InvertedResidual):
                 out = x
-                for child_name, child in block.conv.named_children():
+                for child_name, child in block.conv._modules.items():
                     out = run_stateful(child, f"{prefix}.conv.{child_name}", out, step)
                     yield
                 x = x + out if block.use_res_connect else out
