@@ -8,6 +8,7 @@ alike instead of biasing whichever ran during a busy moment.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable
 
@@ -17,7 +18,7 @@ import torchvision
 
 from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.models import StatefulMobileNetV2, patchwork_detector, patchwork_segmenter
-from patchwork.models.inference import fold_batchnorm
+from patchwork.models.inference import fold_batchnorm, inference_form
 from patchwork.nn import PatchworkCell, WindowGrid, WindowPlacement
 
 
@@ -85,7 +86,7 @@ def _streaming_config(task: str, grid: WindowGrid, width: float, tv_model: torch
             return net(frame, windows, state).state
 
     if fold_bn:
-        fold_batchnorm(net)
+        inference_form(net)
     return net, step
 
 
@@ -107,8 +108,8 @@ def latency_table(
     backbone a frame's time covers cropping and the window pass; for a task model the
     whole step: crop, backbone, heads, memories, attention Q-values and decoded
     predictions. The single-frame row is ``WindowGrid(1, 1)`` through the same code (the
-    stateless network). ``fold_bn`` folds BatchNorm into the convolutions of every
-    configuration alike, as a deployed model would.
+    stateless network). ``fold_bn`` puts every configuration alike in its deployed form
+    (:func:`~patchwork.models.inference.inference_form`: BatchNorm folded, 1x1 convs as matmuls).
 
     Returns:
         Rows ``{"grid", "median_ms", "p95_ms", "speedup", "cells_share"}``, ``speedup``
@@ -146,4 +147,97 @@ def latency_table(
     reference = next((r["median_ms"] for r in rows if r["grid"] == "single-frame"), float("nan"))
     for row in rows:
         row["speedup"] = reference / row["median_ms"]
+    return rows
+
+
+def _plain_step(tv_model: torch.nn.Module, grid: WindowGrid):
+    """torchvision's plain ``mobilenet_v2().features`` (BN folded, channels-last) on the window's crop."""
+    plain = fold_batchnorm(copy.deepcopy(tv_model.features).eval()).to(memory_format=torch.channels_last)
+
+    def step(frame, windows, state):
+        plain(grid.crop(frame, windows).contiguous(memory_format=torch.channels_last))
+        return state
+
+    return plain, step
+
+
+def _speed_configs(image_size, width, grids, tv_model):
+    """``(task, kind, grid, step, state)`` of every configuration :func:`speed_table` interleaves."""
+    configs = []
+    for slices, span in grids:
+        grid = WindowGrid(slices, span)
+        net = inference_form(StatefulMobileNetV2.from_torchvision(tv_model, grid).eval())
+
+        def window_pass(frame, windows, state, net=net, grid=grid):
+            return net(grid.crop(frame, windows), windows, state)[1]
+
+        configs.append(("backbone", "window pass", grid, window_pass, net.init_state(1, image_size)))
+        if not grid.is_full_frame:
+            _, plain = _plain_step(tv_model, grid)
+            configs.append(("backbone", "plain torchvision on the crop", grid, plain, None))
+        for task, build in (("detection", patchwork_detector), ("segmentation", patchwork_segmenter)):
+            model = inference_form(build((slices, span), width_mult=width).eval())
+
+            def forward(frame, windows, state, model=model):
+                return model.forward_raw(frame, windows, state).state
+
+            def whole_step(frame, windows, state, model=model):
+                return model(frame, windows, state).state
+
+            if task == "detection":
+                configs.append((task, "forward (no decoding)", grid, forward, model.init_state(1, image_size)))
+            configs.append((task, "whole step", grid, whole_step, model.init_state(1, image_size)))
+    return configs
+
+
+def speed_table(
+    image_size: tuple[int, int] = (384, 384),
+    width: float = 1.0,
+    grids: Iterable[tuple[int, int]] = ((1, 1), (4, 2), (4, 1)),
+    frames: int = 30,
+    warmup: int = 3,
+    threads: int = 1,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """Per-frame CPU latency of backbone, detector and segmenter for each grid, all interleaved in one run.
+
+    Every model is in its deployed form (:func:`~patchwork.models.inference.inference_form`:
+    BatchNorm folded, 1x1 convs as matrix products, channels-last), the single-frame row
+    (``WindowGrid(1, 1)``) included. Rows per task: the backbone's window pass and
+    torchvision's plain MobileNetV2 (BN folded, channels-last) on a crop of the window's
+    size; the detector's forward without decoding and its whole step (decoded
+    predictions); the segmenter's whole step. Random weights: decoding cost is bounded by
+    ``topk_candidates`` whatever the head predicts.
+
+    Returns:
+        Rows ``{"task", "kind", "grid", "median_ms", "p95_ms", "speedup", "vs_plain"}``:
+        ``speedup`` is single-frame's median (same task and kind; the backbone's plain rows
+        use single-frame's window pass) over the row's; ``vs_plain`` (backbone window
+        passes) the row's median over the plain network's on the same crop size.
+    """
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(seed)
+    tv_model = torchvision.models.mobilenet_v2(width_mult=width).eval()
+    video = torch.rand(warmup + frames, 1, 3, *image_size, generator=generator)
+    configs = [list(c) + [[]] for c in _speed_configs(image_size, width, grids, tv_model)]
+    with torch.no_grad():
+        for t in range(warmup + frames):
+            for config in configs:
+                grid = config[2]
+                windows = torch.randint(grid.num_windows, (1,), generator=generator)
+                start = time.perf_counter()
+                config[4] = config[3](video[t], windows, config[4])
+                if t >= warmup:
+                    config[5].append(1e3 * (time.perf_counter() - start))
+    rows = []
+    for task, kind, grid, _, _, times in configs:
+        summary = summarize_latency(times)
+        label = "single-frame" if grid.is_full_frame else f"M={grid.slices}, N={grid.span}"
+        rows.append({"task": task, "kind": kind, "grid": label, "median_ms": summary["median"], "p95_ms": summary["p95"]})
+    medians = {(r["task"], r["kind"], r["grid"]): r["median_ms"] for r in rows}
+    for row in rows:
+        kind = "window pass" if row["kind"].startswith("plain") else row["kind"]
+        row["speedup"] = medians.get((row["task"], kind, "single-frame"), float("nan")) / row["median_ms"]
+        plain = medians.get((row["task"], "plain torchvision on the crop", row["grid"]))
+        row["vs_plain"] = row["median_ms"] / plain if plain and row["kind"] == "window pass" else float("nan")
     return rows

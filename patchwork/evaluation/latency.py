@@ -19,13 +19,13 @@ from patchwork.engine.runner import StreamRunner
 from patchwork.evaluation.cost import model_device
 from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.evaluation.streaming import clip_dataset
-from patchwork.models.inference import evaluation_mode, fold_batchnorm
+from patchwork.models.inference import evaluation_mode, inference_form
 from patchwork.models.streaming import StreamingModel
 
 
 def inference_copy(model: StreamingModel, device: torch.device | str, fold_bn: bool) -> StreamingModel:
     """The model to time: a copy on ``device``, BatchNorm folded into the convs when asked
-    (:func:`~patchwork.models.inference.fold_batchnorm`); the model itself when neither changes it."""
+    and 1x1 convs run as matrix products (:func:`~patchwork.models.inference.inference_form`); the model itself when neither changes it."""
     device = torch.device(device)
     if not fold_bn and model_device(model) == device:
         return model
@@ -37,7 +37,7 @@ def inference_copy(model: StreamingModel, device: torch.device | str, fold_bn: b
             "keyframe computation (a generator): measure latency before streaming with it, or use fold_bn=False"
         ) from error
     timed.to(device).eval()
-    return fold_batchnorm(timed) if fold_bn else timed
+    return inference_form(timed) if fold_bn else timed
 
 
 def _synchronize(device: torch.device) -> None:

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from patchwork.nn import PatchworkCell
+from patchwork.nn.pointwise import PointwiseConv2d, is_pointwise
 
 
 @torch.no_grad()
@@ -33,6 +34,28 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 conv.weight, conv.bias = weight, bias
                 setattr(sequential, bn_name, nn.Identity())
     return model
+
+
+def pointwise_as_matmul(model: nn.Module) -> nn.Module:
+    """Run every plain 1x1 convolution of ``model`` as one matrix product over channels-last cells.
+
+    Each such ``nn.Conv2d`` becomes a :class:`~patchwork.nn.pointwise.PointwiseConv2d` that
+    shares its parameters (``state_dict`` unchanged), so no small 1x1 convolution falls back
+    to ``aten::_slow_conv2d_forward`` and activations stay channels-last between layers.
+    Works in place and returns ``model``; apply after :func:`fold_batchnorm` or before (the
+    folded weights are adopted either way, as the module is the same slot).
+    """
+    for name, module in list(model.named_modules()):
+        if is_pointwise(module) and not isinstance(module, PointwiseConv2d):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, PointwiseConv2d.from_conv(module))
+    return model
+
+
+def inference_form(model: nn.Module) -> nn.Module:
+    """The deployed form of an eval-mode model, in place: BatchNorm folded (:func:`fold_batchnorm`),
+    1x1 convolutions as matrix products (:func:`pointwise_as_matmul`)."""
+    return pointwise_as_matmul(fold_batchnorm(model))
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 Default boxes come from ``DefaultBoxGenerator``, box coding from ``BoxCoder``, matching
 from ``SSDMatcher``, the multibox loss with hard-negative mining from ``SSD.compute_loss``
-and decoding (softmax, per-class top-k, batched NMS) from ``SSD.postprocess_detections``;
+and class-wise NMS from ``batched_nms`` (candidates chosen across classes, see :func:`postprocess`);
 this module only adapts their calling conventions to the project's:
 
 * raw head outputs ``{"cls_logits" (B, A, C + 1), "bbox_regression" (B, A, 4), "image_size"}``
@@ -25,6 +25,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops import box_iou
+from torchvision.ops import boxes as box_ops
 from torchvision.ops.misc import Conv2dNormActivation
 
 #: BatchNorm of the SSDLite layers (TF object detection's decay 0.97 and epsilon 0.001).
@@ -113,17 +114,30 @@ def postprocess(
     raw: dict[str, Any], anchors: Tensor, box_coder: det_utils.BoxCoder, score_thresh: float, topk_candidates: int,
     nms_thresh: float, detections_per_img: int,
 ) -> list[dict[str, Tensor]]:
-    """Decoded detections per image ``{"boxes" (N, 4) xyxy pixels, "scores" (N,), "labels" (N,) in 0..C-1}``,
-    by torchvision's SSD post-processing (softmax, per-class top-k and score threshold, batched NMS)."""
+    """Decoded detections per image ``{"boxes" (N, 4) xyxy pixels, "scores" (N,), "labels" (N,) in 0..C-1}``.
+
+    Softmax over the classes, then the ``topk_candidates`` best (default box, class) pairs
+    above ``score_thresh`` across all classes, as torchvision's RetinaNet and FCOS select
+    candidates, then class-wise NMS (``batched_nms``) and the ``detections_per_img`` best.
+    Only the chosen boxes are decoded. Torchvision's SSD keeps ``topk_candidates`` per class
+    instead, so its NMS sees up to ``C`` times more boxes (every box of an untrained head);
+    whenever no more than ``topk_candidates`` pairs clear the threshold both keep the same
+    candidates and give the same detections.
+    """
     image_size = tuple(raw["image_size"])
-    batch = raw["cls_logits"].shape[0]
-    settings = SimpleNamespace(
-        box_coder=box_coder, score_thresh=score_thresh, topk_candidates=topk_candidates, nms_thresh=nms_thresh,
-        detections_per_img=detections_per_img,
-    )
-    detections = SSD.postprocess_detections(settings, raw, [anchors] * batch, [image_size] * batch)
-    for detection in detections:
-        detection["labels"] = detection["labels"] - 1
+    scores = torch.softmax(raw["cls_logits"], dim=-1)[..., 1:]  # (B, A, C): background dropped
+    num_classes = scores.shape[-1]
+    detections = []
+    for image_scores, regression in zip(scores, raw["bbox_regression"]):
+        flat = image_scores.reshape(-1)
+        best, pairs = flat.topk(min(topk_candidates, flat.numel()))  # sorted, best first
+        confident = best > score_thresh
+        best, pairs = best[confident], pairs[confident]
+        anchor, label = pairs // num_classes, pairs % num_classes
+        boxes = box_coder.decode_single(regression[anchor], anchors[anchor])
+        boxes = box_ops.clip_boxes_to_image(boxes, image_size)
+        keep = box_ops.batched_nms(boxes, best, label, nms_thresh)[:detections_per_img]
+        detections.append({"boxes": boxes[keep], "scores": best[keep], "labels": label[keep]})
     return detections
 
 

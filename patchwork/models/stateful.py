@@ -78,9 +78,10 @@ def run_stateful(module: nn.Module, name: str, x: Tensor, step: StatefulPass) ->
         out = run_stateful(module.conv, f"{name}.conv", x, step)
         x = x + out if module.use_res_connect else out
     elif isinstance(module, nn.Sequential):
-        for child_name, child in module.named_children():
+        # What Sequential.forward iterates (named_children() would also build a memo set per call).
+        for child_name, child in module._modules.items():
             x = run_stateful(child, f"{name}.{child_name}", x, step)
-    else:
+    elif not isinstance(module, nn.Identity):  # folded BatchNorm layers are identities: skip the call
         x = module(x)
     if name in step.taps:
         step.taps[name] = x

@@ -41,7 +41,7 @@ from patchwork.models.stateful import (
 )
 from patchwork.models.streaming import Stages, run_stages
 from patchwork.nn import FrameMemory, StreamState, WindowGrid, WindowPlacement, gather_windows
-from patchwork.nn.window_ops import to_channels_last
+from patchwork.nn.window_ops import WindowTables, to_channels_last
 
 CellVariant = Literal["all", "input", "none"]
 
@@ -141,10 +141,17 @@ class StatefulMobileNetV2(nn.Module):
 
     def memory(self, state: StreamState, name: str) -> Tensor:
         """The restored full-frame map ``(B, C, H_l, W_l)`` of memory ``name`` (a view, no border)."""
-        memories = dict(self.named_memories())
+        memories = self._memories_by_name()
         if name not in memories:
             raise KeyError(f"no memory named {name!r}; available: {list(memories)}")
         return memories[name].frame(state[name])
+
+    def _memories_by_name(self) -> dict[str, FrameMemory]:
+        # Built once: walking the module tree for it cost a window pass ~3% of its time.
+        memories = self.__dict__.get("_memory_table")
+        if memories is None:
+            memories = self.__dict__["_memory_table"] = dict(self.named_memories())
+        return memories
 
     def image_size(self, state: StreamState) -> tuple[int, int]:
         """The ``(H, W)`` in pixels that ``state`` was made for."""
@@ -203,7 +210,7 @@ class StatefulMobileNetV2(nn.Module):
                 f"crops are {tuple(crops.shape[-2:])} but {self.grid!r} on {image_size[0]}x{image_size[1]} "
                 f"frames has {expected[0]}x{expected[1]} windows"
             )
-        strides = {memory.stride for _, memory in self.named_memories()}
+        strides = {memory.stride for memory in self._memories_by_name().values()}
         placements = self.window_placements(windows.to(crops.device, torch.long), image_size, strides)
         step = StatefulPass(StreamState(state), placements, dict.fromkeys(taps))
         # Channels-last throughout: the memories' layout, and faster CPU convolutions.
@@ -233,9 +240,10 @@ class StatefulMobileNetV2(nn.Module):
     ) -> dict[int, WindowPlacement]:
         """Each stream's window at each of ``strides``: ``{stride: WindowPlacement}``.
 
-        The corners of every window are tabulated once per image size, stride and device, so
-        a step costs one index per stride (no per-frame index arithmetic, no device sync);
-        task heads at other strides use the same tables.
+        Every window's corners and cell indices are tabulated once per image size, stride and
+        device (:class:`~patchwork.nn.window_ops.WindowTables`), so a step only looks its
+        windows up: no per-frame index arithmetic, no device sync; task heads at other strides
+        use the same tables.
         """
         cache = self.__dict__.setdefault("_corner_tables", {})
         placements = {}
@@ -243,8 +251,8 @@ class StatefulMobileNetV2(nn.Module):
             key = (image_size, stride, windows.device)
             if key not in cache:
                 all_windows = torch.arange(self.grid.num_windows)
-                cache[key] = self.grid.offsets(all_windows, image_size, stride).to(windows.device)
-            placements[stride] = WindowPlacement(cache[key][windows])
+                cache[key] = WindowTables(self.grid.offsets(all_windows, image_size, stride).to(windows.device))
+            placements[stride] = cache[key].place(windows)
         return placements
 
     def _forward_input_cell(self, crops: Tensor, step: StatefulPass, image_size: tuple[int, int]) -> Tensor:
@@ -280,11 +288,11 @@ class StatefulMobileNetV2(nn.Module):
         is one convolution), so the ``delay`` baseline can split a keyframe evenly; a
         stateless conv layer may further be split by output rows (:func:`run_stateful_stages`).
         """
-        for name, block in self.features.named_children():
+        for name, block in self.features._modules.items():
             prefix = f"features.{name}"
             if isinstance(block, InvertedResidual):
                 out = x
-                for child_name, child in block.conv.named_children():
+                for child_name, child in block.conv._modules.items():
                     out = yield from run_stateful_stages(child, f"{prefix}.conv.{child_name}", out, step)
                     yield
                 x = x + out if block.use_res_connect else out

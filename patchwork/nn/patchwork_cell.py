@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from patchwork.nn.window_ops import WindowPlacement, gather_windows, scatter_windows, to_channels_last
+from patchwork.nn.window_ops import (
+    CHANNELS_LAST,
+    WindowPlacement,
+    cell_table_views,
+    gather_windows,
+    scatter_windows,
+    to_channels_last,
+)
 
 
 def conv_context(kernel_size: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
@@ -180,8 +187,29 @@ class ContextCell(nn.Module):
             ``X~_t`` of shape ``(N, C_in, h + top + bottom, w + left + right)`` (zero where
             the context falls outside the frame) and ``S_t``.
         """
+        if placement.streams is None and not torch.is_grad_enabled() and memory.is_contiguous(memory_format=CHANNELS_LAST):
+            return self._propagate_in_place(window, memory, placement), memory
         memory = self.memory.write(memory, window, placement)
         return self.extend(memory, placement, (window.shape[-2], window.shape[-1])), memory
+
+    def _propagate_in_place(self, window: Tensor, memory: Tensor, placement: WindowPlacement) -> Tensor:
+        """:meth:`propagate` for inference, one window per stream: what :meth:`FrameMemory.write`
+        and :meth:`extend` do, with the memory's cell table viewed once (it is written in place,
+        so the views stay valid from frame to frame) and no intermediate layout checks; this
+        runs once per cell per frame on Patchwork's hot path."""
+        cells, wide = cell_table_views(self.memory, memory)
+        map_size = (memory.shape[-2], memory.shape[-1])
+        border, (top, bottom, left, right) = self.memory.border, self.context
+        batch, channels, height, width = window.shape
+        source = window.permute(0, 2, 3, 1).reshape(-1, channels)
+        index = placement.cell_index(map_size, (border[0], border[2]), (height, width))
+        if wide is None:
+            cells.index_copy_(0, index, source)
+        else:
+            wide.index_copy_(0, index, source.contiguous().view(wide.dtype))
+        size = (height + top + bottom, width + left + right)
+        index = placement.cell_index(map_size, (border[0] - top, border[2] - left), size)
+        return cells.index_select(0, index).view(batch, size[0], size[1], channels).permute(0, 3, 1, 2)
 
     def apply(self, extended: Tensor, memory: Tensor, placement: WindowPlacement) -> Tensor:
         """The op, VALID, on the extended windows ``(N, C_in, h', w')``."""

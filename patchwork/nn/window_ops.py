@@ -50,28 +50,91 @@ def _row_weights(width: int, device: torch.device) -> Tensor:
     return torch.tensor([width, 1], device=device)
 
 
+class WindowTables:
+    """Every window of an action space at one layer, with its cell indices tabulated once.
+
+    Patchwork's windows come from a fixed grid, so the flat cell indices of every window
+    for every map geometry can be computed once; a step then looks its windows' rows up
+    (one ``index_select`` per geometry) instead of recomputing indices from corners, and
+    nothing is read back to the host.
+
+    Args:
+        corners: LongTensor ``(num_windows, 2)``, each window's ``(top, left)`` in frame cells.
+    """
+
+    def __init__(self, corners: Tensor) -> None:
+        self.corners = corners
+        self._tables: dict[tuple[int, ...], Tensor] = {}
+
+    def cell_table(self, map_size: tuple[int, int], shift: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        """``(num_windows, h * w)`` flat cell indices of each window in stream 0 of a ``(Hp, Wp)`` map (cached)."""
+        key = (*map_size, *shift, *size)
+        table = self._tables.get(key)
+        if table is None:
+            first = self.corners[:, 0] * map_size[1] + self.corners[:, 1] + (shift[0] * map_size[1] + shift[1])
+            table = first[:, None] + _window_pattern(size, map_size[1], self.corners.device)
+            self._tables[key] = table
+        return table
+
+    def stream_offsets(self, batch: int, map_size: tuple[int, int]) -> Tensor:
+        """``(B, 1)``: flat index of each stream's first cell in a ``(B, C, Hp, Wp)`` map (cached)."""
+        key = (-1, batch, *map_size)
+        offsets = self._tables.get(key)
+        if offsets is None:
+            offsets = _stream_starts(batch, map_size, (0, 0), self.corners.device)[:, None]
+            self._tables[key] = offsets
+        return offsets
+
+    def place(self, windows: Tensor) -> "WindowPlacement":
+        """The placement of window ``windows[b]`` in stream ``b``; ``windows`` LongTensor ``(B,)`` on the tables' device."""
+        return WindowPlacement(None, tables=self, windows=windows)
+
+
 class WindowPlacement:
     """Where the windows lie at one layer, plus cached cell indices.
 
     Args:
         corners: LongTensor ``(N, 2)`` of the windows' ``(top, left)`` in frame cells of
             the layer; every window read or written must lie inside the map (not
-            checked: checking would cost a device sync per call).
+            checked: checking would cost a device sync per call). May be ``None`` when
+            ``tables`` and ``windows`` are given (then looked up on first use).
         streams: LongTensor ``(N,)``, the stream (batch index of the full-frame maps) each
             window belongs to; ``None`` (Patchwork) means one window per stream, window
             ``n`` in stream ``n``. Windows written in one call must not overlap.
+        tables: :class:`WindowTables` of the action space (one window per stream only);
+            cell indices are then looked up by ``windows`` rather than computed.
+        windows: LongTensor ``(N,)``, the window of each stream, rows of ``tables``.
     """
 
-    def __init__(self, corners: Tensor, streams: Tensor | None = None) -> None:
-        self.corners = corners
+    def __init__(
+        self,
+        corners: Tensor | None,
+        streams: Tensor | None = None,
+        tables: WindowTables | None = None,
+        windows: Tensor | None = None,
+    ) -> None:
+        if corners is None and (tables is None or windows is None):
+            raise ValueError("WindowPlacement needs corners, or tables and windows")
+        if tables is not None and streams is not None:
+            raise ValueError("window tables serve one window per stream (streams=None)")
+        self._corners = corners
         self.streams = streams
+        self.tables = tables
+        self.windows = windows
         self._indices: dict[tuple[int, ...], Tensor] = {}
         self._host: list[tuple[int, int, int]] | None = None
 
     @property
+    def corners(self) -> Tensor:
+        """LongTensor ``(N, 2)``: each window's ``(top, left)`` in frame cells of the layer."""
+        if self._corners is None:
+            self._corners = self.tables.corners.index_select(0, self.windows)
+        return self._corners
+
+    @property
     def num_windows(self) -> int:
         """``N``, the number of windows (the batch size of the windows read or written)."""
-        return self.corners.shape[0]
+        return self.windows.shape[0] if self._corners is None else self._corners.shape[0]
 
     def _first_cells(self, map_size: tuple[int, int], shift: tuple[int, int]) -> Tensor:
         """Flat index ``(N,)`` of each window's top-left cell (plus ``shift``) in the ``(B * Hp * Wp)`` cells."""
@@ -92,8 +155,15 @@ class WindowPlacement:
         key = (*map_size, *shift, *size)
         index = self._indices.get(key)
         if index is None:
-            first = self._first_cells(map_size, shift)
-            index = (first[:, None] + _window_pattern(size, map_size[1], self.corners.device)).reshape(-1)
+            if self.tables is not None:
+                # One table lookup per geometry and step (the tables hold every window's indices).
+                index = self.tables.cell_table(map_size, shift, size).index_select(0, self.windows)
+                if index.shape[0] > 1:
+                    index = index + self.tables.stream_offsets(index.shape[0], map_size)
+                index = index.view(-1)
+            else:
+                first = self._first_cells(map_size, shift)
+                index = (first[:, None] + _window_pattern(size, map_size[1], self.corners.device)).reshape(-1)
             self._indices[key] = index
         return index
 
@@ -164,6 +234,42 @@ def _rows(maps: Tensor, width: int) -> Tensor:
 def _from_cells(cells: Tensor, batch: int, size: tuple[int, int]) -> Tensor:
     """Inverse of :func:`_cells`: ``(B * h * w, C)`` rows to a channels-last ``(B, C, h, w)``."""
     return cells.view(batch, size[0], size[1], cells.shape[1]).permute(0, 3, 1, 2)
+
+
+class _ViewCache:
+    """Holds :func:`cell_table_views`' last views; copies and pickles of its owner start empty."""
+
+    def __init__(self) -> None:
+        self.entry: tuple | None = None
+
+    def __deepcopy__(self, memo: dict) -> "_ViewCache":
+        return _ViewCache()
+
+    def __getstate__(self) -> dict:
+        return {"entry": None}
+
+
+def cell_table_views(owner: object, maps: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The ``(B * Hp * Wp, C)`` cell view of channels-last ``maps`` and, where the bit copy of
+    :func:`scatter_windows` applies, its ``(B * Hp * Wp, C / 4)`` 16-byte-word view (else ``None``).
+
+    Cached on ``owner`` (e.g. the :class:`~patchwork.nn.FrameMemory` that ``maps`` belongs
+    to) for the last ``maps`` seen: a memory written in place keeps its storage, so the
+    same views serve every frame. The cache keeps that one storage alive (so no other
+    tensor can take its address while the key refers to it).
+    """
+    key = (maps.data_ptr(), maps.device, maps.dtype, maps.shape, maps.stride())
+    cache = owner.__dict__.get("_cell_views")
+    if cache is None:
+        cache = owner.__dict__["_cell_views"] = _ViewCache()
+    if cache.entry is not None and cache.entry[0] == key:
+        return cache.entry[1], cache.entry[2]
+    cells = _cells(maps)
+    wide = None
+    if (cells.shape[1] * cells.element_size()) % _WIDE_BYTES == 0 and maps.device.type == "cpu":
+        wide = cells.view(_WIDE)
+    cache.entry = (key, cells, wide)
+    return cells, wide
 
 
 def gather_windows(

@@ -147,3 +147,36 @@ def test_stride16_tap_is_the_expansion_of_the_first_stride32_block():
     assert detector.backbone.features.get_submodule(STRIDE16_TAP.removeprefix("features.")).out_channels == 576
     with pytest.raises(ValueError, match="100x128"):
         detector.init_state(1, (100, 128))
+
+
+def test_decoding_across_classes_agrees_with_torchvision_ssd_when_few_candidates_clear_the_threshold():
+    from types import SimpleNamespace
+
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.ssd import SSD
+
+    from patchwork.models.ssd_parts import postprocess
+
+    generator = torch.Generator().manual_seed(0)
+    anchors_count, classes = 200, 5
+    xy = torch.rand(anchors_count, 2, generator=generator) * 80
+    anchors = torch.cat([xy, xy + 8 + torch.rand(anchors_count, 2, generator=generator) * 24], dim=1)
+    logits = torch.randn(2, anchors_count, classes + 1, generator=generator) * 3
+    logits[..., 0] += 6.0  # mostly background: a few dozen (box, class) pairs clear 0.3
+    raw = {"cls_logits": logits, "bbox_regression": torch.randn(2, anchors_count, 4, generator=generator) * 0.5,
+           "image_size": (96, 96)}
+    coder = det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+    settings = dict(score_thresh=0.3, topk_candidates=100, nms_thresh=0.45, detections_per_img=40)
+    ours = postprocess(raw, anchors, coder, **settings)
+    candidates = (torch.softmax(logits, -1)[..., 1:] > settings["score_thresh"]).sum((1, 2))
+    assert 0 < candidates.max() <= settings["topk_candidates"]  # the case where both must agree
+    theirs = SSD.postprocess_detections(SimpleNamespace(box_coder=coder, **settings), raw, [anchors] * 2, [(96, 96)] * 2)
+    for a, b in zip(ours, theirs):
+        assert len(a["scores"]) > 3
+        torch.testing.assert_close(a["boxes"], b["boxes"])
+        torch.testing.assert_close(a["scores"], b["scores"])
+        assert torch.equal(a["labels"], b["labels"] - 1)
+    # Many candidates: at most topk_candidates pairs reach NMS, the best ones.
+    few = postprocess(raw, anchors, coder, **{**settings, "score_thresh": 0.0, "topk_candidates": 7})
+    assert all(len(d["scores"]) <= 7 for d in few)
+    assert torch.equal(few[0]["scores"][0], torch.softmax(logits[0], -1)[:, 1:].max())

@@ -188,3 +188,28 @@ def test_folding_batchnorm_changes_no_output():
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(net.train())
+
+
+@torch.no_grad()
+def test_inference_form_changes_no_output_and_leaves_no_small_1x1_conv_on_the_slow_path():
+    from torch.profiler import ProfilerActivity, profile
+
+    from patchwork.models.inference import inference_form, pointwise_as_matmul
+    from patchwork.nn.pointwise import PointwiseConv2d
+
+    tv = _mobilenet(0.5)
+    grid = WindowGrid(2, 1)
+    net = StatefulMobileNetV2.from_torchvision(tv, grid).eval()
+    fast = inference_form(StatefulMobileNetV2.from_torchvision(tv, grid).eval())
+    assert pointwise_as_matmul(StatefulMobileNetV2.from_torchvision(tv, grid)).state_dict().keys() == net.state_dict().keys()
+    assert all(isinstance(m, PointwiseConv2d) for m in fast.modules() if type(m) is torch.nn.Conv2d and m.kernel_size == (1, 1))
+    # 256 px: the first (3x3, 3-channel) conv's input is large enough that PyTorch picks oneDNN
+    # for it itself; on tinier crops it picks the native kernel, which is faster there.
+    frames = torch.randn(1, 3, 256, 256)
+    windows = torch.tensor([3])
+    a, _ = net(grid.crop(frames, windows), windows, net.init_state(1, (256, 256)))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        b, _ = fast(grid.crop(frames, windows), windows, fast.init_state(1, (256, 256)))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert b.is_contiguous(memory_format=torch.channels_last)
+    assert not [e.name for e in prof.events() if e.name == "aten::_slow_conv2d_forward"]

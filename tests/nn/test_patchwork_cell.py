@@ -112,3 +112,21 @@ def test_cell_keeps_torchvision_parameter_names():
     cell = PatchworkCell(conv)
     assert set(cell.state_dict()) == {"weight", "bias"}
     assert cell.weight is conv.weight
+
+
+def test_window_tables_give_the_indices_computed_from_corners():
+    from patchwork.nn.window_ops import WindowTables
+
+    corners = torch.tensor([[0, 0], [0, 2], [2, 0], [2, 2]])
+    tables = WindowTables(corners)
+    windows = torch.tensor([3, 1, 1])
+    looked_up = tables.place(windows)
+    computed = WindowPlacement(corners[windows])
+    for map_size, shift, size in (((6, 6), (1, 1), (2, 2)), ((4, 4), (0, 0), (2, 2)), ((8, 5), (1, 0), (3, 3))):
+        assert torch.equal(looked_up.cell_index(map_size, shift, size), computed.cell_index(map_size, shift, size))
+    assert torch.equal(looked_up.corners, corners[windows]) and looked_up.num_windows == 3
+    memory = torch.randn(3, 2, 6, 6).contiguous(memory_format=torch.channels_last)
+    window = torch.randn(3, 2, 2, 2)
+    a = FrameMemory(2, 1, border=(1, 1, 1, 1)).write(memory.clone(), window, looked_up)
+    b = FrameMemory(2, 1, border=(1, 1, 1, 1)).write(memory.clone(), window, computed)
+    assert torch.equal(a, b)
