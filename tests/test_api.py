@@ -162,3 +162,48 @@ def test_a_wrapped_baseline_streams_its_keyframe_schedule(tmp_path, frames):
             assert torch.equal(held[t].predictions[key], plain[expected].predictions[key])
     assert [f.mflops for f in held] == [plain[0].mflops, 0.0, plain[0].mflops, 0.0, plain[0].mflops]
     assert plain[0].mflops > 0
+
+
+LFS_MODEL = {"_target_": "patchwork.models.builders.looking_fast_slow_detector", "num_classes": 3,
+             "image_size": [128, 128], "width_f0": 0.5, "state_channels": 32, "extra_channels": [32, 32, 32, 32]}
+BLOCKCOPY_MODEL = {"_target_": "patchwork.models.blockcopy.BlockCopyModel", "block_size": 32, "policy_width": 0.25,
+                   "policy_head_layers": 1, "width_mult": 0.35, "target_cost": 0.5,
+                   "task_model": {"_target_": "patchwork.models.builders.patchwork_detector", "grid": [1, 1],
+                                  "width_mult": 0.35, "num_classes": 3}}
+
+
+def _method_checkpoint(path, config, stage):
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    model = instantiate(config)
+    payload = make_payload(step=1, stage=stage, config={"model": config, "data": {"image_size": [128, 128]},
+                                                        "stage": {stage: {}}}, models={"model": model})
+    return save_checkpoint(path, payload)
+
+
+def test_an_lfs_checkpoint_streams_with_its_extractor_as_the_action(tmp_path, frames):
+    from patchwork.policies import FixedInterleavingPolicy
+
+    _, video = frames
+    loaded = api.load(_method_checkpoint(tmp_path / "lfs.pt", LFS_MODEL, "lfs_policy"))
+    records = list(api.stream(loaded, video, policy=FixedInterleavingPolicy(2)))
+    assert [int(r.action) for r in records] == [0, 1, 1, 0, 1]  # f0 on frames 0 and tau + 1
+    assert [r.overlay["text"] for r in records] == ["f0", "f1", "f1", "f0", "f1"]
+    f0, f1 = records[0].mflops, records[1].mflops
+    assert f0 > 2 * f1 > 0 and records[3].mflops == f0 and records[4].mflops == f1
+    assert all(r.predictions["boxes"].shape[-1] == 4 for r in records)
+
+
+def test_a_blockcopy_checkpoint_streams_with_its_executed_blocks_as_the_action(tmp_path, frames):
+    _, video = frames
+    loaded = api.load(_method_checkpoint(tmp_path / "blockcopy.pt", BLOCKCOPY_MODEL, "blockcopy_policy"))
+    records = list(api.stream(loaded, video, policy="bernoulli"))
+    assert records[0].action.shape == (4, 4) and bool(records[0].action.all())  # a video's first frame runs every block
+    assert all(torch.equal(r.overlay["blocks"], r.action.bool()) for r in records)
+    # Fewer executed blocks cost fewer FLOPs: the count follows the blocks as run.
+    executed = [int(r.action.sum()) for r in records]
+    for a, b in zip(records, records[1:]):
+        if int(a.action.sum()) > int(b.action.sum()):
+            assert a.mflops > b.mflops
+    assert min(executed) < 16
