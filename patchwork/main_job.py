@@ -60,12 +60,19 @@ def run_main_job(cfg: DictConfig) -> dict[str, Any]:
         for table, rows in METHODS[name].run(job, cfg[name]).items():
             tables.setdefault(table, []).extend(rows)
         wall[name] = time.perf_counter() - start
-    comparison = tables.get("comparison", [])
+    # Methods may ask for the same row (BlockCopy's lower-resolution baseline can be a single-frame
+    # row): the comparison shows each label once, its first evaluation.
+    first: dict[str, dict[str, Any]] = {}
+    for row in tables.get("comparison", []):
+        first.setdefault(row["method"], row)
+    comparison = list(first.values())
     report_dir = run_dir / "report"
     write_report(comparison, report_dir, tables.get("policy", ()), tables.get("cells", ()))
     if tables.get("lfs"):
         write_table(interleaving_table(tables["lfs"]), report_dir, "lfs")
-    claims = [claim for name in cfg.methods if hasattr(METHODS[name], "claims") for claim in METHODS[name].claims(tables)]
+    # One claim per distinct pair (a row asked for twice would repeat its claims).
+    claims = list(dict.fromkeys(claim for name in cfg.methods if hasattr(METHODS[name], "claims")
+                                for claim in METHODS[name].claims(tables)))
     orderings = check_claims(claims, [row for rows in tables.values() for row in rows], metric_columns(comparison)[0]) if comparison else []
     write_json(report_dir / "tables.json", {**tables, "orderings": orderings, "wall_seconds": wall})
     printed = [paper_table(comparison)] if comparison else []

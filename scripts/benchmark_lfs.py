@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.evaluation.tables import markdown_table, write_json
 from patchwork.models import looking_fast_slow_detector
-from patchwork.models.inference import fold_batchnorm
+from patchwork.models.inference import fold_batchnorm, pointwise_as_matmul
 from patchwork.models.lfs import F0, F1, ThreadedAsynchronousInference, quantize_lfs
 from patchwork.models.streaming import StepOutput
 
@@ -51,6 +51,9 @@ def main(cfg: DictConfig) -> None:
     models = {"": model}
     if cfg.int8:
         models["int8 "] = quantize_lfs(model, torch.cat(video[: cfg.warmup]))
+    if cfg.fold_bn:
+        # The float model in its deployed form (the int8 copy above keeps plain convs for the quantizer).
+        pointwise_as_matmul(model)
     times = {f"{prefix}{path}": [] for prefix in models for path in ("f0 path", "f1 path")}
     times["decoding"] = []
     with torch.no_grad():
