@@ -152,7 +152,7 @@ def stream(
             step = steps[0]
             prediction = {k: v.detach().cpu() for k, v in step.out.predictions[0].items()}
             action = None if step.actions is None else step.actions[0].detach().cpu()
-            overlay = {} if action is None else _scaled_overlay(net.action_overlay(action, image_size), image_size,
+            overlay = {} if action is None else _scaled_overlay(net.action_overlay(action, image_size, step.out.state), image_size,
                                                                  source_size)
         yield StreamedFrame(index, rescale_prediction(prediction, image_size, source_size), action, overlay,
                             mflops, ms)

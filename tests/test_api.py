@@ -189,7 +189,8 @@ def test_an_lfs_checkpoint_streams_with_its_extractor_as_the_action(tmp_path, fr
     loaded = api.load(_method_checkpoint(tmp_path / "lfs.pt", LFS_MODEL, "lfs_policy"))
     records = list(api.stream(loaded, video, policy=FixedInterleavingPolicy(2)))
     assert [int(r.action) for r in records] == [0, 1, 1, 0, 1]  # f0 on frames 0 and tau + 1
-    assert [r.overlay["text"] for r in records] == ["f0", "f1", "f1", "f0", "f1"]
+    assert [r.overlay["text"] for r in records] == ["f0", "f1, f0 1 frame ago", "f1, f0 2 frames ago", "f0",
+                                                    "f1, f0 1 frame ago"]
     f0, f1 = records[0].mflops, records[1].mflops
     assert f0 > 2 * f1 > 0 and records[3].mflops == f0 and records[4].mflops == f1
     assert all(r.predictions["boxes"].shape[-1] == 4 for r in records)

@@ -126,7 +126,8 @@ class PatchworkModel(StreamingModel):
         grid = f"M={self.grid.slices}, N={self.grid.span}"
         return Description("Patchwork", (grid, *depth, *extra), {**fields, "grid": grid})
 
-    def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, object]:
+    def action_overlay(self, actions: Tensor, image_size: tuple[int, int],
+                       state: StreamState | None = None) -> dict[str, object]:
         """The attention window as ``{"box": (x1, y1, x2, y2)}`` in pixels (x2, y2 exclusive)."""
         box = self.grid.boxes(image_size)[int(actions)]
         return {"box": tuple(float(v) for v in box)}

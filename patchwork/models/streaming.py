@@ -293,8 +293,10 @@ class StreamingModel(nn.Module):
         e.g. LFS's f0 rate (Liu et al. 2019, Fig. 8); namespaced tags (``{}``: nothing to plot)."""
         return {}
 
-    def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
-        """What one stream's action looks like on its frame, for drawing.
+    def action_overlay(self, actions: Tensor, image_size: tuple[int, int],
+                       state: StreamState | None = None) -> dict[str, Any]:
+        """What one stream's action looks like on its frame, for drawing; ``state``, when given, is
+        that stream's state after the step (a batch of one), for overlays that read the memory.
 
         Returns any of ``{"box": (x1, y1, x2, y2) pixels, "blocks": BoolTensor (h, w), "text": str}``.
         """

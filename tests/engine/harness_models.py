@@ -79,7 +79,7 @@ class ToySwitch(_ToySegmenter):
     def describe(self):
         return Description("ToySwitch", ("reuse",), {"switch": True})
 
-    def action_overlay(self, actions, image_size):
+    def action_overlay(self, actions, image_size, state=None):
         return {"text": "compute" if int(actions) == 0 else "reuse"}
 
 
@@ -129,7 +129,7 @@ class ToyBlocks(_ToySegmenter):
     def describe(self):
         return Description("ToyBlocks", ("blocks",))
 
-    def action_overlay(self, actions, image_size):
+    def action_overlay(self, actions, image_size, state=None):
         return {"blocks": actions}
 
 

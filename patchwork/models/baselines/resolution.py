@@ -100,10 +100,11 @@ class Resolution(StreamingWrapper):
     def describe(self) -> Description:
         return self.model.describe().with_options(after=(f"resolution={self.area:g}",), resolution=self.area)
 
-    def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
+    def action_overlay(self, actions: Tensor, image_size: tuple[int, int],
+                       state: StreamState | None = None) -> dict[str, Any]:
         """The model's overlay at the low resolution, its box scaled back to ``image_size``."""
         size = self.scaled_size(image_size)
-        overlay = dict(self.model.action_overlay(actions, size))
+        overlay = dict(self.model.action_overlay(actions, size, state))
         if "box" in overlay:
             sy, sx = image_size[0] / size[0], image_size[1] / size[1]
             x1, y1, x2, y2 = overlay["box"]

@@ -68,8 +68,9 @@ class StreamingWrapper(StreamingModel):
     def describe(self) -> Description:
         return self.model.describe()
 
-    def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
-        return self.model.action_overlay(actions, image_size)
+    def action_overlay(self, actions: Tensor, image_size: tuple[int, int],
+                       state: StreamState | None = None) -> dict[str, Any]:
+        return self.model.action_overlay(actions, image_size, state)
 
     def action_statistics(self, actions: Tensor) -> dict[str, float]:
         return self.model.action_statistics(actions)

@@ -216,7 +216,8 @@ class BlockCopyModel(StreamingModel):
         (the paper's cost ``C_t`` averaged over frames, Eq. 10)."""
         return {"actions/executed_fraction": float(actions.float().mean())} if actions.numel() else {}
 
-    def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
+    def action_overlay(self, actions: Tensor, image_size: tuple[int, int],
+                       state: StreamState | None = None) -> dict[str, Any]:
         """The executed blocks ``(H // bs, W // bs)`` bool of one stream."""
         return {"blocks": actions.bool()}
 

@@ -185,9 +185,17 @@ class LookingFastSlowDetector(SSDPredictions, StreamingModel):
         return Description("LFS", (), {"f0_channels": self.f0.out_channels, "f1_channels": self.f1.out_channels,
                                        "lstm_channels": self.lstm.state_channels, "groups": self.lstm.groups})
 
-    def action_overlay(self, actions: Tensor, image_size: tuple[int, int]) -> dict[str, Any]:
-        """Which extractor ran: ``{"text": "f0"}`` or ``{"text": "f1"}``."""
-        return {"text": "f0" if int(actions) == F0 else "f1"}
+    def action_overlay(self, actions: Tensor, image_size: tuple[int, int],
+                       state: StreamState | None = None) -> dict[str, Any]:
+        """Which extractor ran, and with ``state`` the LSTM memory's age (frames since f0 last ran,
+        from the action history ``eta``; at most its length): ``{"text": "f0"}``, ``{"text": "f1, f0 2 frames ago"}``."""
+        if int(actions) == F0:
+            return {"text": "f0"}
+        if state is None:
+            return {"text": "f1"}
+        history = state[ETA][0]  # entry k - 1: f1 ran k steps ago (k = 1: this frame)
+        age = int(history.size(0)) if bool(history.all()) else int(torch.argmin(history).item())
+        return {"text": f"f1, f0 {age} frame{'s' if age != 1 else ''} ago", "age": age}
 
     def action_statistics(self, actions: Tensor) -> dict[str, float]:
         """``{"actions/f0_rate": share of the frames (any shape of actions) on which f0 ran}`` (Fig. 8)."""
