@@ -12,13 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from patchwork.models.streaming import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Description,
     Stages,
     StepOutput,
     StreamingModel,
-    normalize_frames,
 )
 from patchwork.models.stateful_mobilenet import OUTPUT_MEMORY, StatefulMobileNetV2
 from patchwork.nn import ActionHistory, StreamState, WindowGrid
@@ -56,12 +53,8 @@ class PatchworkModel(StreamingModel):
         self.action_space = None if self.grid.is_full_frame else Discrete(
             self.grid.num_windows, first="random", layout=(per_axis, per_axis)
         )
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_imagenet_normalization()
 
-    def normalize(self, frames: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8) to ImageNet-normalised floats."""
-        return normalize_frames(frames, self.pixel_mean, self.pixel_std)
 
     def check_image_size(self, image_size: tuple[int, int]) -> None:
         """Sides must be divisible by ``M * 32`` (every window aligned to the stride-32 grid)."""

@@ -197,6 +197,17 @@ class StreamingModel(nn.Module):
     task: str = ""
     action_space: ActionSpace | None = None
 
+    def register_imagenet_normalization(self) -> None:
+        """Buffers ``pixel_mean`` and ``pixel_std`` ``(1, 3, 1, 1)``, ImageNet's (not in state dicts),
+        for :meth:`normalize`: the input torchvision's backbones were trained on."""
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, frames: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8) to ImageNet-normalised floats
+        (a model that calls :meth:`register_imagenet_normalization`)."""
+        return normalize_frames(frames, self.pixel_mean, self.pixel_std)
+
     def init_state(
         self, batch_size: int, image_size: tuple[int, int], device: torch.device | str | None = None
     ) -> StreamState:

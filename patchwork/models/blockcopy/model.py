@@ -31,12 +31,9 @@ from torch import Tensor, nn
 from patchwork.models.blockcopy.network import BlockCopyNetwork
 from patchwork.models.blockcopy.policy_net import PolicyNet
 from patchwork.models.streaming import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Description,
     StepOutput,
     StreamingModel,
-    normalize_frames,
 )
 from patchwork.nn import BlockGrid, StreamState
 from patchwork.nn.spaces import MultiBinary
@@ -122,15 +119,11 @@ class BlockCopyModel(StreamingModel):
         self.output_channels = self.num_classes if self.task == "detection" else 1
         self.policy_net = PolicyNet(block_size, self.output_channels, width=policy_width,
                                     head_layers=policy_head_layers)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_imagenet_normalization()
         self._register_state_dict_hook(_task_keys)
         self._register_load_state_dict_pre_hook(_network_keys)
 
     # ----------------------------------------------------------------- state
-    def normalize(self, frames: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8) to ImageNet-normalised floats."""
-        return normalize_frames(frames, self.pixel_mean, self.pixel_std)
 
     def check_image_size(self, image_size: tuple[int, int]) -> None:
         self.grid.check_image_size(image_size)

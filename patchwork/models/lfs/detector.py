@@ -51,7 +51,7 @@ from patchwork.models.ssd_parts import (
     multibox_loss_per_image,
     separable_layer,
 )
-from patchwork.models.streaming import IMAGENET_MEAN, IMAGENET_STD, Description, StepOutput, StreamingModel, normalize_frames
+from patchwork.models.streaming import Description, StepOutput, StreamingModel
 from patchwork.nn import GroupedBottleneckLSTM, StreamState
 from patchwork.nn.spaces import Discrete
 
@@ -154,8 +154,7 @@ class LookingFastSlowDetector(SSDPredictions, StreamingModel):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.topk_candidates = topk_candidates
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_imagenet_normalization()
         self._anchor_cache: dict[tuple[int, int, torch.device], Tensor] = {}
 
     @property
@@ -217,9 +216,6 @@ class LookingFastSlowDetector(SSDPredictions, StreamingModel):
             {C: c, H: h, C_PREV: c.clone(), H_PREV: h.clone(), ETA: torch.zeros(batch_size, HISTORY_LENGTH, device=device)}
         )
 
-    def normalize(self, frames: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8) to ImageNet-normalised floats."""
-        return normalize_frames(frames, self.pixel_mean, self.pixel_std)
 
     # ------------------------------------------------------------------ step
     def remember(self, frames: Tensor, actions: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
