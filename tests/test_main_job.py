@@ -60,9 +60,9 @@ def test_main_job_lfs_rows(tmp_path, monkeypatch):
     from patchwork.jobs.lfs_method import matched_tau as lfs_matched_tau
 
     monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
-    tables = _run(tmp_path / "run", "methods=[lfs]", "lfs.profile=lfs_test_tiny", "lfs.taus=[2]",
-                  "lfs.comparison_tau=2", "lfs.gammas=[0.5]", "lfs.comparison_gamma=0.5", "lfs.async_tau=2",
-                  "lfs.match_adaptive=false")
+    lfs_options = ("methods=[lfs]", "lfs.profile=lfs_test_tiny", "lfs.taus=[2]", "lfs.comparison_tau=2",
+                   "lfs.gammas=[0.5]", "lfs.comparison_gamma=0.5", "lfs.async_tau=2", "lfs.match_adaptive=false")
+    tables = _run(tmp_path / "run", *lfs_options)
     rows = {row["method"]: row for row in tables["lfs"]}
     assert list(rows) == [row["method"] for row in tables["comparison"]] == [
         "LFS f0 only", "LFS f1 only", "LFS interleaved tau=2", "LFS adaptive gamma=0.5", "LFS interleaved async tau=2"]
@@ -82,6 +82,9 @@ def test_main_job_lfs_rows(tmp_path, monkeypatch):
     matched = "f0 only" if adaptive_tau == 0 else f"interleaved tau={adaptive_tau}"
     assert claims == ["LFS interleaved tau=2 > LFS f1 only", "LFS interleaved tau=2 > LFS f0 only - 3",
                       f"LFS adaptive gamma=0.5 > LFS {matched} - 1"]
+    # Resumed, every row is the saved one, the async row too (its threaded latency is not its identity).
+    again = {row["method"]: row for row in _run(tmp_path / "run", *lfs_options, "resume=true")["lfs"]}
+    assert again["LFS interleaved async tau=2"]["ms_p95"] == asynchronous["ms_p95"]
 
 
 def test_main_job_lfs_has_no_segmentation_rows(tmp_path):

@@ -90,8 +90,12 @@ class MethodJob:
         return self._data[key]
 
     def evaluate(self, model: StreamingModel, data: Any, policy: Any, method: str | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None, measured: dict[str, Any] | None = None) -> dict[str, Any]:
         """One table row (:func:`~patchwork.evaluation.rows.evaluate_method`) with the job's options.
+
+        ``extra`` entries are part of the row's identity (options, e.g. ``tau``); ``measured`` ones
+        replace the row's own after evaluation and are not (e.g. a latency measured another way, which
+        differs from run to run).
 
         The global RNG is reseeded first so that a row does not depend on which rows ran before it.
         Each row is saved in ``run_dir/rows``; with ``resume`` a saved row is returned as it is (a
@@ -111,6 +115,7 @@ class MethodJob:
                                  generator_seed=self.seed, latency_videos=self.eval.latency_videos,
                                  latency_frames=self.eval.latency_frames, max_videos=self.eval.max_videos,
                                  extra=extra)
+        row.update(measured or {})
         log.info("%s: %s (%.0f s)", label, {k: round(row[k], 1) for k in ("mflops_max", "ms_p95", *METRICS) if k in row},
                  time.perf_counter() - start)
         row = to_builtin(row)

@@ -108,7 +108,7 @@ def _async_row(job: MethodJob, checkpoint: Any, data: Any, tau: int, delay: int)
                                   generator_seed=job.seed)
     simulated = SimulatedAsynchronousInference(load_model(checkpoint).model, tau, delay)
     return job.evaluate(simulated, data, policy, f"LFS interleaved async tau={tau}",
-                        extra={"tau": tau, "delay": delay, **latency_row(latency), "latency": "threaded"})
+                        extra={"tau": tau, "delay": delay, "latency": "threaded"}, measured=latency_row(latency))
 
 
 
