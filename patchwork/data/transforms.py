@@ -58,14 +58,19 @@ def _labels_and_track_ids(inputs: tuple) -> tuple[Tensor, Tensor]:
 
 def train_transform(image_size: Sequence[int], hflip_p: float = 0.5, photometric_p: float = 0.5,
                     zoom_out_p: float = 0.0, zoom_out_max: float = 2.0) -> v2.Compose:
-    """Stage-1 augmentation: photometric distortion, optional zoom-out (smaller objects),
-    resize to ``image_size``, horizontal flip. Called as ``t(tv_image, tv_target)``."""
-    steps: list[v2.Transform] = [v2.RandomPhotometricDistort(p=photometric_p)]
+    """Stage-1 augmentation: optional zoom-out (smaller objects), resize to ``image_size``,
+    photometric distortion, horizontal flip. Called as ``t(tv_image, tv_target)``.
+
+    The photometric distortion runs after the resize: its colour-space conversions are per pixel,
+    so on the (usually smaller) output they cost a fraction (on 240x320 frames resized to 128x128
+    they were 40% of a stage-1 sample's loading time)."""
+    steps: list[v2.Transform] = []
     if zoom_out_p > 0:
         steps.append(v2.RandomZoomOut(fill={tv_tensors.Image: _MEAN_FILL, "others": 0},
                                       side_range=(1.0, zoom_out_max), p=zoom_out_p))
     steps += [
         v2.Resize(check_image_size(image_size), antialias=True),
+        v2.RandomPhotometricDistort(p=photometric_p),
         v2.RandomHorizontalFlip(p=hflip_p),
         v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels_and_track_ids),
     ]
