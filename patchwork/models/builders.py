@@ -21,6 +21,7 @@ from patchwork.models.lfs import (
     large_extractor,
     small_extractor,
 )
+from patchwork.models.patchwork_model import PatchworkModel
 from patchwork.models.segmenter import DeepLabLightHead, PatchworkSegmenter, os16_features
 from patchwork.models.stateful_mobilenet import CellVariant, StatefulMobileNetV2
 from patchwork.nn import GroupedBottleneckLSTM, WindowGrid
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: torchvision's ImageNet checkpoint for mobilenet_v2 (width 1.0), as the hub caches it.
 IMAGENET_WEIGHTS = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+#: The keys of mobilenet_v2's final 1x1 layer (to 1280 channels at width 1.0), after blocks 0..17.
+MOBILENET_V2_FINAL_LAYER = "features.18."
 
 
 def mobilenet_v2(width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None) -> nn.Module:
@@ -93,6 +96,40 @@ def mobilenet_v2_features_state(
         raise ValueError(f"{path} holds no 'features.*' keys of a torchvision mobilenet_v2 state_dict")
     log.info("loaded mobilenet_v2 weights from %s", path)
     return features
+
+
+def mobilenet_v2_backbone_state(model: PatchworkModel) -> dict[str, torch.Tensor]:
+    """A Patchwork detector's or segmenter's MobileNetV2 backbone as a torchvision ``mobilenet_v2``
+    ``state_dict`` (keys ``features.*``): the inverse of building the backbone from torchvision's module.
+
+    What :func:`mobilenet_v2` (``weights=PATH``) and the LFS extractors (``weights_f0``) load, so a
+    trained single-frame model can initialise another network as ImageNet weights would. The
+    stateful backbone keeps torchvision's module names (a :class:`~patchwork.nn.PatchworkCell` takes
+    its conv's ``weight``), so every grid and cell variant maps one to one; a segmenter's backbone
+    has the same tensors, only its last blocks ran dilated (output stride 16). Tensors are detached
+    CPU copies.
+
+    Raises:
+        TypeError: ``model`` has no :class:`StatefulMobileNetV2` backbone.
+        ValueError: the backbone's tensors are not those of ``mobilenet_v2(model.width_mult)`` (e.g.
+            BatchNorm folded into the convs for inference); only the final 1x1 layer may be absent
+            (a segmenter with ``final_layer=False``).
+    """
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, StatefulMobileNetV2):
+        raise TypeError(f"{type(model).__name__} has no StatefulMobileNetV2 backbone to export")
+    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items() if k.startswith("features.")}
+    reference = {k: v for k, v in mobilenet_v2(model.width_mult).state_dict().items() if k.startswith("features.")}
+    missing = [k for k in reference if k not in state and not k.startswith(MOBILENET_V2_FINAL_LAYER)]
+    unexpected = [k for k in state if k not in reference]
+    misshapen = [k for k in state if k in reference and state[k].shape != reference[k].shape]
+    if missing or unexpected or misshapen:
+        raise ValueError(
+            f"the backbone of {type(model).__name__} (width {model.width_mult:g}) does not map one to one onto "
+            f"torchvision's mobilenet_v2 features (BatchNorm folded?): missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, other shapes {misshapen[:4]}"
+        )
+    return state
 
 
 def _grid(grid: WindowGrid | tuple[int, int]) -> WindowGrid:
