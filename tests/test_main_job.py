@@ -57,6 +57,12 @@ def test_main_job_rows_report_and_resume(tmp_path, monkeypatch):
 
 
 def test_main_job_lfs_rows(tmp_path, monkeypatch):
+    import torch
+    from hydra.utils import instantiate
+
+    from patchwork.engine.checkpoint import load_checkpoint
+    from patchwork.engine.loading import load_model
+    from patchwork.jobs.lfs_method import INIT_F0_FILE
     from patchwork.jobs.lfs_method import matched_tau as lfs_matched_tau
 
     monkeypatch.setenv("PATCHWORK_DATA_CACHE", str(tmp_path / "cache"))
@@ -82,9 +88,33 @@ def test_main_job_lfs_rows(tmp_path, monkeypatch):
     matched = "f0 only" if adaptive_tau == 0 else f"interleaved tau={adaptive_tau}"
     assert claims == ["LFS interleaved tau=2 > LFS f1 only", "LFS interleaved tau=2 > LFS f0 only - 3",
                       f"LFS adaptive gamma=0.5 > LFS {matched} - 1"]
+    # f0 started from the single-frame model's backbone (lfs.init_f0 default): the detection sub-run's
+    # model, as its config builds it, has f0 blocks 0..17 equal to the stage-1 checkpoint's.
+    run_dir = tmp_path / "run"
+    single = load_model(run_dir / "train" / "single_frame" / "checkpoints" / "stage1" / "last.pt").model
+    config = load_checkpoint(run_dir / "train" / "lfs" / "checkpoints" / "lfs_detection" / "last.pt")["config"]
+    assert Path(config["model"]["weights_f0"]) == run_dir / INIT_F0_FILE
+    f0 = instantiate(config["model"]).f0.features.state_dict()
+    backbone = single.backbone.features.state_dict()
+    assert len(f0) == len([k for k in backbone if not k.startswith("18.")])
+    assert all(torch.equal(value, backbone[name]) for name, value in f0.items())
     # Resumed, every row is the saved one, the async row too (its threaded latency is not its identity).
-    again = {row["method"]: row for row in _run(tmp_path / "run", *lfs_options, "resume=true")["lfs"]}
+    again = {row["method"]: row for row in _run(run_dir, *lfs_options, "resume=true")["lfs"]}
     assert again["LFS interleaved async tau=2"]["ms_p95"] == asynchronous["ms_p95"]
+
+
+def test_main_job_lfs_init_f0_refuses_another_width(tmp_path):
+    from hydra import initialize_config_dir
+
+    from patchwork.jobs.context import MethodJob
+    from patchwork.jobs.lfs_method import single_frame_f0
+
+    job = MethodJob(run_dir=tmp_path, task="detection", profile="test_tiny", base_overrides=[], resume=False,
+                    seed=0, eval=None)
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        with pytest.raises(ValueError, match="width_mult 0.35.*width_f0 0.5"):
+            single_frame_f0(job, "lfs_quick")  # before any training
+    assert not (tmp_path / "train").exists()
 
 
 def test_main_job_lfs_has_no_segmentation_rows(tmp_path):
