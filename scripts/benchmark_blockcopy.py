@@ -14,6 +14,14 @@ ops; wall-clock, :func:`~patchwork.models.blockcopy.profiling.frame_time_split`)
 points" are overhead + transfer in percent of the dense frame time. The top lines of a
 ``torch.profiler`` table of one block-sparse frame follow. Targets at 1024x512 with 128-px
 blocks and 30% executed: frame time <= 0.45 of dense, overhead <= 15 points.
+
+With ``online: true`` a second section follows, Tab. 3 of an ONLINE frame: the BlockCopy model on
+the detector (``tau``, the project's REINFORCE learner, information-gain reward and policy
+optimiser) streams ``online_frames`` random frames after ``warmup`` through the harness's loop
+while its policy learns, and each frame is split into policy network, information gain, backward
+pass + update (every ``update_every`` frames, so its mean per frame is amortised), overhead,
+transfer and the task ops (:mod:`patchwork.benchmarks.blockcopy_online`); means per frame in ms
+and in percent of the mean frame.
 """
 
 from __future__ import annotations
@@ -23,12 +31,15 @@ import time
 
 import hydra
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.profiler import ProfilerActivity, profile
 
+from patchwork.benchmarks.blockcopy_online import COLUMNS, mark_online_parts, online_frame_row, online_frame_splits
+from patchwork.engine.online import OnlineLearning
 from patchwork.evaluation.latency_stats import summarize_latency
 from patchwork.evaluation.tables import markdown_table
-from patchwork.models import BlockCopyNetwork, mobilenet_v2, patchwork_detector
+from patchwork.models import BlockCopyModel, BlockCopyNetwork, mobilenet_v2, patchwork_detector
 from patchwork.models.blockcopy.profiling import frame_time_split
 from patchwork.models.inference import fold_batchnorm
 from patchwork.nn import BlockGrid, gather_windows
@@ -121,6 +132,25 @@ def benchmark_setting(cfg: DictConfig, dense: torch.nn.Module, method: str, imag
     return row
 
 
+def online_setting(cfg: DictConfig, image_size: tuple[int, int], block_size: int) -> dict:
+    """Tab. 3's row of one setting: the online BlockCopy model on the detector, parts in ms and % per frame."""
+    if cfg.warmup < 1 or cfg.online_frames % cfg.learner.update_every:
+        raise ValueError(f"online frames need warmup >= 1 (frame 0 runs densely) and a multiple of "
+                         f"update_every={cfg.learner.update_every} measured frames, got {cfg.warmup}, {cfg.online_frames}")
+    torch.manual_seed(cfg.seed)
+    detector, _ = dense_network("detector", cfg.width, cfg.fold_bn)
+    model = BlockCopyModel(detector, block_size=block_size, target_cost=cfg.tau).eval()
+    stage = instantiate(cfg.stage.blockcopy_policy)
+    learner = instantiate(cfg.learner)(network=model.policy_network, optimizer=stage.learner_optimizer(cfg),
+                                       generator=torch.Generator().manual_seed(cfg.seed))
+    online = mark_online_parts(OnlineLearning(learner, instantiate(cfg.reward)))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    video = torch.rand(cfg.warmup + cfg.online_frames, 1, 3, *image_size, generator=generator)
+    video = torch.stack([frames.contiguous(memory_format=torch.channels_last) for frames in video])
+    splits = online_frame_splits(model, online, video, seed=cfg.seed)[cfg.warmup:]
+    return online_frame_row(splits, f"{image_size[0]}x{image_size[1]}, bs {block_size}")
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="benchmark_blockcopy")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
@@ -142,6 +172,13 @@ def main(cfg: DictConfig) -> None:
         if "profile" in row:
             print(f"\nProfile of one block-sparse frame, {row['setting']} (top {cfg.profile_rows} by self CPU time):")
             print(row["profile"])
+    if cfg.online:
+        online_rows = [online_setting(cfg, tuple(s.image_size), s.block_size) for s in cfg.settings]
+        print(f"\nOnline frame (Tab. 3): BlockCopy tau={cfg.tau:g} on the detector (width {cfg.width}), policy "
+              f"learning every {cfg.learner.update_every} frames (its update amortised per frame), "
+              f"{cfg.threads} thread(s), mean of {cfg.online_frames} frames after {cfg.warmup}; ms and % of the frame\n")
+        columns = ["setting", "executed", "updates", "frame_ms"] + [f"{k}_{u}" for k in COLUMNS for u in ("ms", "%")]
+        print(markdown_table(online_rows, columns, floats=".2f"))
 
 
 if __name__ == "__main__":

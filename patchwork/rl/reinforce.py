@@ -105,14 +105,16 @@ class Reinforce:
         """One optimiser step on the accumulated frames once ``update_every`` have been observed."""
         if len(self._pending) < self.update_every:
             return {}
-        return self._step()
+        return self.optimize()
 
     def end_step(self, step: int) -> dict[str, float]:
         """At the end of a clip: learn from the frames left over (none is carried into the next clip,
         so a checkpoint taken between clips loses nothing)."""
-        return self._step() if self._pending else {}
+        return self.optimize() if self._pending else {}
 
-    def _step(self) -> dict[str, float]:
+    def optimize(self) -> dict[str, float]:
+        """The backward pass of the accumulated loss terms and one optimiser step (what :meth:`update`
+        runs when due and :meth:`end_step` at a clip's end); the loss, gradient norm and mean reward."""
         with torch.enable_grad():
             loss = torch.stack(self._pending).mean()
             self.optimizer.zero_grad(set_to_none=True)

@@ -45,9 +45,9 @@ def test_frame_time_split_names_the_papers_parts():
             time.sleep(0.01)
 
     split = frame_time_split(frame)
-    assert set(split) == {"total", "overhead", "transfer", "policy", "information_gain", "ops"}
+    assert set(split) == {"total", "overhead", "transfer", "policy", "information_gain", "update", "ops"}
     assert split["overhead"] > 0 and split["transfer"] > 0 and split["ops"] > 0
-    assert split["information_gain"] >= 10.0 and split["policy"] == 0.0
+    assert split["information_gain"] >= 10.0 and split["policy"] == split["update"] == 0.0
     parts = sum(value for key, value in split.items() if key != "total")
     assert parts == pytest.approx(split["total"])
     # Outside frame_time_split nothing is accumulated; under torch.profiler the parts are ranges.

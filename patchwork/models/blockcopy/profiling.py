@@ -3,10 +3,12 @@
 Parts: the sparse-execution overhead (finding the executed blocks, splitting frames into
 blocks, reading halos, converting dense per-stream values to blocks), the feature transfer
 (writing executed blocks into the memories that keep the previous features), the policy
-network, the information gain, and the task network's ops themselves (the rest).
+network, the information gain, the policy's backward pass and update (online learning), and the
+task network's ops themselves (the rest).
 :class:`~patchwork.models.blockcopy.network.BlockCopyNetwork` marks the first two with
-:class:`part`; a caller marks its policy and information gain the same way
-(``with part(POLICY): ...``).
+:class:`part`, :class:`~patchwork.models.blockcopy.model.BlockCopyModel` its policy network;
+the shared roles (a reward, a learner) know nothing of BlockCopy, so whoever builds them marks
+their calls (:func:`timed`, e.g. ``learner.update = timed(learner.update, UPDATE)``).
 
 Times are wall-clock (``time.perf_counter``) accumulated while :func:`frame_time_split` runs:
 a profiler's per-op bookkeeping would inflate the many small copies of the overhead far more
@@ -16,9 +18,11 @@ than the few large convolutions. While ``torch.profiler`` is recording, each par
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch.autograd.profiler import record_function
@@ -27,8 +31,12 @@ OVERHEAD = "overhead"
 TRANSFER = "transfer"
 POLICY = "policy"
 INFORMATION_GAIN = "information_gain"
+#: The policy's backward pass and optimiser step (REINFORCE: only on the frames that update).
+UPDATE = "update"
 #: Tab. 3's parts in its column order (``ops`` is the rest of the frame).
-PARTS = (OVERHEAD, TRANSFER, POLICY, INFORMATION_GAIN)
+PARTS = (OVERHEAD, TRANSFER, POLICY, INFORMATION_GAIN, UPDATE)
+
+_T = TypeVar("_T")
 
 _accumulators: list[defaultdict[str, float]] = []
 
@@ -55,11 +63,22 @@ class part:  # noqa: N801 - used like a function: ``with part(OVERHEAD): ...``
             self._range.__exit__(*exc)
 
 
+def timed(function: Callable[..., _T], name: str) -> Callable[..., _T]:
+    """``function`` with each call inside ``part(name)`` (it must not call marked code itself)."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> _T:
+        with part(name):
+            return function(*args, **kwargs)
+
+    return call
+
+
 def frame_time_split(run: Callable[[], object]) -> dict[str, float]:
     """Run ``run()`` (one frame) and split its wall-clock time into Tab. 3's parts.
 
     Returns:
-        Milliseconds ``{"total", "overhead", "transfer", "policy", "information_gain", "ops"}``;
+        Milliseconds ``{"total", "overhead", "transfer", "policy", "information_gain", "update", "ops"}``;
         ``ops`` is what the marked parts leave of ``total``.
     """
     times: defaultdict[str, float] = defaultdict(float)
