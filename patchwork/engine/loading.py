@@ -47,6 +47,11 @@ def stage_model_overrides(config: dict[str, Any], stage: str) -> dict[str, Any]:
     return dict(((config.get("stage") or {}).get(stage) or {}).get("model_overrides") or {})
 
 
+def initial_weights_cleared(model_config: dict[str, Any]) -> dict[str, None]:
+    """``None`` for each of the model config's initial-weight arguments (``weights``, ``weights_*``)."""
+    return {key: None for key in model_config if key == "weights" or str(key).startswith("weights_")}
+
+
 def load_model(
     checkpoint_path: str | os.PathLike[str],
     device: torch.device | str = "cpu",
@@ -75,7 +80,9 @@ def load_model(
     if "model" not in config:
         raise ValueError(f"checkpoint {checkpoint_path} has no model config (config['model'])")
     stage = str(payload.get("stage", ""))
-    trained_with = stage_model_overrides(config, stage)
+    # The checkpoint's weights supersede any initial weights its model was built from (``weights``,
+    # ``weights_f0``, ...: a file or "imagenet"), so it loads without those files.
+    trained_with = {**initial_weights_cleared(config["model"]), **stage_model_overrides(config, stage)}
     overrides = {**trained_with, **{k: v for k, v in model_overrides.items() if v is not None}}
     overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
     model: StreamingModel = instantiate(config["model"], **overrides)
