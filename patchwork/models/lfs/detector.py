@@ -242,6 +242,13 @@ class LookingFastSlowDetector(SSDPredictions, StreamingModel):
             streams = torch.nonzero(actions == action).squeeze(1)
             if streams.numel() == 0:
                 continue
+            if streams.numel() == batch:
+                # Every stream takes this extractor (always so for one stream): no gather and scatter,
+                # whose copies also drop the frames' channels-last layout (a third of f1's step).
+                output, c_a, h_a = self.lstm(extractor(frames), action, c, h, update_state=action == F0)
+                if action == F0:
+                    c_new, h_new = c_a, h_a
+                continue
             out, c_a, h_a = self.lstm(
                 extractor(frames[streams]), action, c[streams], h[streams], update_state=action == F0
             )
