@@ -42,6 +42,7 @@ from torch import Tensor
 
 from patchwork.models.streaming import StepOutput, StreamingModel
 from patchwork.nn import StreamState
+from patchwork.nn.flops import count_frame_flops
 from patchwork.nn.spaces import first_actions
 
 
@@ -55,12 +56,15 @@ class RunnerStep:
         observation: ``S_t = model.observe(out)`` (may alias the state; ``None`` without one).
         scores: the policy network's scores on ``S_{t-1}`` that chose ``actions`` (``None`` when
             the policy reads none, and at the first frame).
+        flops: FLOPs (2 x multiply-adds) the frame computed for all ``B`` streams, choosing its actions
+            included, learning excluded (:mod:`patchwork.nn.flops`), when the runner counts them, else ``None``.
     """
 
     actions: Tensor | None
     out: StepOutput
     observation: dict[str, Tensor] | None
     scores: Tensor | None
+    flops: int | None = None
 
 
 class StreamRunner:
@@ -77,6 +81,9 @@ class StreamRunner:
             otherwise without (values only).
         learn: let a policy that learns while it acts learn from the frames (``False``: it only
             acts, e.g. while the cost of inference is counted).
+        count_flops: count each frame's FLOPs of inference (``RunnerStep.flops``): what a content-dependent
+            method computes on the frames it is evaluated on. Learning is not counted (the cost of
+            inference, :mod:`patchwork.evaluation.cost`).
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class StreamRunner:
         decode: bool = True,
         score_graph: bool = False,
         learn: bool = True,
+        count_flops: bool = False,
     ) -> None:
         space = model.action_space
         if space is not None and policy is None:
@@ -101,6 +109,7 @@ class StreamRunner:
         self.decode = decode
         self.learn = getattr(self.policy, "observe_step", None) if learn else None
         self.score_graph = score_graph or (self.learn is not None and bool(getattr(self.policy, "needs_score_graph", False)))
+        self.count_flops = bool(count_flops)
         self.state: StreamState | None = None
 
     def start(
@@ -148,17 +157,26 @@ class StreamRunner:
             scores = self.model.policy_network(self.model.policy_input(self.observation, frames))
         return policy.select(scores, steps, self.generator).to(self.device), scores
 
+    def _act(self, frames: Tensor) -> tuple[Tensor | None, Tensor | None, StepOutput, dict[str, Tensor] | None]:
+        """``(A_t, its scores, the model's output, S_t)`` of frame ``t``: what inference computes."""
+        actions, scores = self.choose(frames)
+        model = self.model
+        out = model(frames, actions, self.state) if self.decode else model.forward_raw(frames, actions, self.state)
+        return actions, scores, out, model.observe(out)
+
     def step(self, frames: Tensor) -> RunnerStep:
         """Run frame ``t`` of every stream, ``frames (B, 3, H, W)`` on the runner's device."""
         if self.state is None:
             raise RuntimeError("call StreamRunner.start before step")
-        actions, scores = self.choose(frames)
-        model = self.model
-        out = model(frames, actions, self.state) if self.decode else model.forward_raw(frames, actions, self.state)
-        self.observation = model.observe(out)
+        if self.count_flops:
+            acted: list[tuple[Tensor | None, Tensor | None, StepOutput, dict[str, Tensor] | None]] = []
+            flops = count_frame_flops(lambda: acted.append(self._act(frames)))[0]
+            (actions, scores, out, self.observation), = acted
+        else:
+            (actions, scores, out, self.observation), flops = self._act(frames), None
         self.state, self.actions = out.state, actions
-        step = RunnerStep(actions, out, self.observation, scores)
+        step = RunnerStep(actions, out, self.observation, scores, flops)
         if self.learn is not None:
-            self.learn(model, frames, step, self.t)
+            self.learn(self.model, frames, step, self.t)
         self.t += 1
         return step

@@ -97,12 +97,15 @@ class StreamResult:
         image_size: ``(H, W)`` the model ran at.
         videos: per-video results, in dataset order.
         num_classes: number of object classes (detection), else ``None``.
+        flops: FLOPs of inference over all evaluated frames, when the evaluation counted them
+            (:func:`~patchwork.evaluation.streaming.evaluate_streams`), else ``None``.
     """
 
     task: str
     image_size: tuple[int, int]
     videos: list[VideoResult]
     num_classes: int | None = None
+    flops: float | None = None
     _metrics: dict[tuple[bool, int | None], dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -114,6 +117,11 @@ class StreamResult:
     def num_frames(self) -> int:
         """Frames evaluated in total."""
         return sum(len(video) for video in self.videos)
+
+    @property
+    def mflops_avg(self) -> float | None:
+        """Average MFLOPs per evaluated frame (``None`` when the FLOPs were not counted)."""
+        return None if self.flops is None else self.flops / max(self.num_frames, 1) / 1e6
 
     def original_predictions(self, video: int) -> Sequence[Prediction]:
         """One video's predictions mapped to its original resolution (boxes scaled, masks resized nearest), lazily."""

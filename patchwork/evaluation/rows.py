@@ -112,7 +112,10 @@ def evaluate_method(
         ``ms_mean``, ``ms_std``, ``ms_count`` (plus ``gpu_ms_*`` when the model is on CUDA),
         the metric in percent (:func:`metrics_row`) with its interval ``<metric>_low`` /
         ``<metric>_high`` and the paired resamples ``bootstrap`` (``{metric: [R values]}``, seeded by
-        ``generator_seed``, for :func:`~patchwork.evaluation.bootstrap.ordering`), the model's action
+        ``generator_seed``, for :func:`~patchwork.evaluation.bootstrap.ordering`), ``mflops_avg_over``
+        (``"schedule"``: the average over the schedule's cycles, on the first latency clip;
+        ``"evaluation"``: for a policy that reads scores, over every evaluated frame, as they ran, the
+        max still from the clip), the model's action
         statistics (LFS: ``f0_rate``), ``videos`` and ``frames``; ``result`` is
         the :class:`StreamResult` (predictions and actions, for strips).
     """
@@ -129,7 +132,11 @@ def evaluate_method(
                                           generator_seed=generator_seed), "gpu_ms")
     cost = theoretical_cost(model, image_size, policy, generator_seed=generator_seed,
                             frames=clips[0].float() / 255.0 if clips[0].dtype == torch.uint8 else clips[0])
-    result = evaluate_streams(model, dataset, policy, streams, device, generator_seed, max_videos, num_workers)
+    # A policy that reads scores acts on the content (a learnt schedule, BlockCopy's blocks): its
+    # average cost is counted on the evaluated frames themselves, as the accuracy is.
+    content_dependent = model.action_space is not None and policy is not None and policy.needs_scores
+    result = evaluate_streams(model, dataset, policy, streams, device, generator_seed, max_videos, num_workers,
+                              count_flops=content_dependent)
     description = model.describe()
     taken = [video.actions for video in result.videos if video.actions is not None and video.actions.numel()]
     # The actions as run (e.g. LFS's f0 rate), without their curve namespace.
@@ -141,7 +148,8 @@ def evaluate_method(
         "policy": policy_label(None if model.action_space is None else policy),
         **description.fields,
         "mflops_max": cost.mflops_max,
-        "mflops_avg": cost.mflops_avg,
+        "mflops_avg": result.mflops_avg if content_dependent else cost.mflops_avg,
+        "mflops_avg_over": "evaluation" if content_dependent else "schedule",
         **latency_row(latency),
         **gpu,
         **metrics_row(result.task, result.metrics(exclude_first_last)),

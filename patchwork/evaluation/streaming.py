@@ -24,6 +24,13 @@ predictions do not depend on which videos share its batch.
 with random first actions seeded by ``(generator_seed, video index)`` alone, so a video's
 actions do not depend on the batching either.
 
+**Cost.** With ``count_flops`` every step's FLOPs of inference are counted as it runs
+(:class:`~patchwork.engine.runner.StreamRunner`), for methods whose cost depends on the content
+(a learnt schedule, BlockCopy's executed blocks): ``StreamResult.flops`` totals them over the
+evaluated frames. A step's FLOPs are those of all its streams; a step with padded streams counts
+the live streams' share (``live / B`` of it), which is exact for every step of a batch of equally
+long videos and an approximation only for the few steps past a shorter video's end.
+
 **Resolution.** The model sees frames resized to the data's ``image_size``; metrics are
 computed in each video's original resolution (``original_size``): boxes are scaled back and
 made inclusive integer pixels (``x2 - 1``, ``y2 - 1``, the ImageNet VID devkit convention),
@@ -92,6 +99,7 @@ def evaluate_streams(
     generator_seed: int = 0,
     max_videos: int | None = None,
     num_workers: int = 0,
+    count_flops: bool = False,
 ) -> StreamResult:
     """Run a streaming model over whole videos as parallel streams and collect its outputs.
 
@@ -106,6 +114,7 @@ def evaluate_streams(
         generator_seed: seed of the policy's randomness and of the first actions.
         max_videos: evaluate only the first ``max_videos`` videos of the dataset.
         num_workers: DataLoader workers decoding the videos.
+        count_flops: count the FLOPs of inference (``StreamResult.flops``; see **Cost** above).
     Returns:
         A :class:`StreamResult` with one :class:`VideoResult` per video, in dataset order.
     """
@@ -122,18 +131,20 @@ def evaluate_streams(
     image_size = tuple(int(s) for s in dataset.image_size)
     device = torch.device(device)
     model.to(device)
-    runner = StreamRunner(model, policy, seed=generator_seed)
+    runner = StreamRunner(model, policy, seed=generator_seed, count_flops=count_flops)
     results: dict[int, VideoResult] = {}
+    flops = 0.0
     loader = DataLoader(Subset(dataset, order), batch_size=None, num_workers=num_workers)
     batch: list[tuple[int, dict[str, Any]]] = []
     with evaluation_mode(model):
         for index, sample in zip(order, loader):
             batch.append((index, sample))
             if len(batch) == streams or index == order[-1]:
-                _run_batch(runner, batch, task, image_size, device, records, results)
+                flops += _run_batch(runner, batch, task, image_size, device, records, results)
                 batch = []
     return StreamResult(task, image_size, [results[i] for i in range(count)],
-                        getattr(model, "num_classes", None) if task == "detection" else None)
+                        getattr(model, "num_classes", None) if task == "detection" else None,
+                        flops if count_flops else None)
 
 
 def _run_batch(
@@ -144,8 +155,9 @@ def _run_batch(
     device: torch.device,
     records: Sequence[Any] | None,
     results: dict[int, VideoResult],
-) -> None:
-    """Stream one batch of videos from their first frame to the end of the longest."""
+) -> float:
+    """Stream one batch of videos from their first frame to the end of the longest; returns the
+    live streams' share of the FLOPs counted (0 when the runner counts none)."""
     lengths = torch.tensor([sample["frames"].shape[0] for _, sample in batch])
     videos = torch.tensor([index for index, _ in batch])
     frames = pad_sequence([sample["frames"] for _, sample in batch], batch_first=True)  # (B, T, 3, H, W) uint8
@@ -154,11 +166,14 @@ def _run_batch(
     predictions: list[list[Prediction]] = [[] for _ in batch]
     actions: list[Tensor] = []
     keys = KEPT_KEYS[task]
+    flops = 0.0
     for t in range(int(lengths.max())):
         step = runner.step(frames[:, t].to(device))
         if step.actions is not None:
             actions.append(step.actions.detach().cpu())
         live = (lengths > t).nonzero().squeeze(1).tolist()  # padded streams' outputs are dropped
+        if step.flops is not None:
+            flops += step.flops * len(live) / size
         for b in live:
             predictions[b].append({k: step.out.predictions[b][k].detach().cpu() for k in keys})
     stacked = torch.stack(actions, dim=1) if actions else None  # (B, T, *action_shape)
@@ -172,3 +187,4 @@ def _run_batch(
             ground_truth=_original_targets(None if records is None else records[index], sample, image_size),
             original_size=(int(sample["original_size"][0]), int(sample["original_size"][1])),
         )
+    return flops

@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.io import write_png
 
 from patchwork.data import BinaryPngMask, VideoRecord, VideoTaskData
+from patchwork.engine.runner import StreamRunner
 from patchwork.evaluation.cost import theoretical_cost
 from patchwork.evaluation.latency import measure_latency
 from patchwork.evaluation.results import inclusive_boxes
@@ -20,7 +21,8 @@ from patchwork.models import KeyframeDelay, KeyframeInterval, StepOutput, Stream
 from patchwork.models.builders import patchwork_detector
 from patchwork.nn import StreamState, WindowGrid
 from patchwork.nn.spaces import first_actions
-from patchwork.policies import GreedyPolicy, RandomPolicy, ScanningPolicy
+from patchwork.policies import FixedInterleavingPolicy, GreedyPolicy, RandomPolicy, ScanningPolicy
+from tests.models.lfs.lfs_fixtures import TINY_SIZE, tiny_lfs
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -238,3 +240,66 @@ def test_evaluate_method_row(tmp_path):
     assert row["mAP"] == 100.0 and row["frames"] == 7 and row["videos"] == 2 and row["ms_count"] == 2
     assert {"mflops_max", "mflops_avg", "ms_p95", "ms_p99", "ms_mean", "ms_std", "AP50_coco_extra"} <= set(row)
     assert result.num_frames == 7
+
+
+class ReadingInterleaving(FixedInterleavingPolicy):
+    """A fixed schedule that asks for the policy network's scores, as a learnt one does: a
+    content-dependent row for the evaluation, whose cost must be counted on the evaluated frames."""
+
+    needs_scores = True
+
+    def select(self, scores, steps, generator=None):
+        return super().select(scores, steps, generator)
+
+
+def _lfs_frame_costs(model, frames):
+    """Hand-counted MFLOPs of an f0 frame, an f1 frame and the policy network that chooses a frame's
+    extractor (each stream's first frame runs f0 and, having no observation yet, no policy network)."""
+    def stream(policy, num_frames: int) -> float:
+        return theoretical_cost(model, TINY_SIZE, policy, num_frames=num_frames, frames=frames).mflops_avg
+
+    f0 = stream(ReadingInterleaving(0), 1)
+    policy = 2 * stream(ReadingInterleaving(0), 2) - 2 * f0
+    f1 = 2 * stream(ReadingInterleaving(10 ** 6), 2) - f0 - policy
+    assert f1 == pytest.approx(2 * stream(FixedInterleavingPolicy(10 ** 6), 2) - f0, rel=1e-9)
+    return f0, f1, policy
+
+
+def test_evaluation_counts_the_cost_of_every_evaluated_frame(tmp_path):
+    model = tiny_lfs().eval()
+    data = write_videos(tmp_path, LENGTHS, (64, 64), TINY_SIZE)
+    f0, f1, policy = _lfs_frame_costs(model, torch.rand(2, 3, *TINY_SIZE))
+    assert f0 > f1 > policy > 0
+    # tau=1 restarting with each video: f0 on frames 0, 2, 4 -> 1 + 3 + 2 f0 frames of 10; the
+    # policy network on the 10 - 3 frames after a first one.
+    expected = (6 * f0 + 4 * f1 + 7 * policy) / 10
+    for streams in (1, 3):  # padded steps (videos of 2, 5, 3 frames in one batch) count their live share
+        result = evaluate_streams(model, data, ReadingInterleaving(1), streams=streams, count_flops=True)
+        assert result.mflops_avg == pytest.approx(expected, rel=1e-9)
+    assert evaluate_streams(model, data, ReadingInterleaving(1)).flops is None
+    row, _ = evaluate_method(model, data, ReadingInterleaving(1), "reading", latency_videos=1, latency_frames=2,
+                             resamples=0)
+    assert row["mflops_avg_over"] == "evaluation" and row["mflops_avg"] == pytest.approx(expected, rel=1e-9)
+    assert row["mflops_max"] == pytest.approx(f0 + policy, rel=1e-9)  # an f0 frame after the first
+    fixed, _ = evaluate_method(model, data, FixedInterleavingPolicy(1), "fixed", latency_videos=1,
+                               latency_frames=2, resamples=0)
+    assert fixed["mflops_avg_over"] == "schedule" and fixed["mflops_avg"] == pytest.approx((f0 + f1) / 2, rel=1e-9)
+
+
+class LearningWhileActing(FixedInterleavingPolicy):
+    """Computes a matrix product after every frame, as an online learner's update would."""
+
+    def observe_step(self, model, frames, step, t):
+        torch.ones(64, 64) @ torch.ones(64, 64)
+
+
+def test_counted_frames_exclude_what_a_learner_computes():
+    model = tiny_lfs().eval()
+    frames = torch.rand(1, 3, *TINY_SIZE)
+    counts = []
+    for policy in (FixedInterleavingPolicy(1), LearningWhileActing(1)):
+        runner = StreamRunner(model, policy, count_flops=True)
+        runner.start(1, TINY_SIZE)
+        with torch.no_grad():
+            counts.append([runner.step(frames).flops for _ in range(3)])
+    assert counts[0] == counts[1] and counts[0][0] > counts[0][1] > 0

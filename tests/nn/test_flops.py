@@ -1,6 +1,8 @@
-import torch
-
 """FLOPs counting (2 x multiply-adds) and per-frame cost summaries."""
+
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
 from patchwork.nn.flops import FrameCost, beside_the_frame, count_flops, count_frame_flops, stream_cost
 
@@ -10,6 +12,15 @@ def test_count_flops_is_two_times_multiply_adds():
     depthwise = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
     x = torch.randn(1, 4, 10, 10)
     assert count_flops(lambda: depthwise(conv(x))) == 2 * (8 * 4 * 9 * 100) + 2 * (8 * 9 * 100)
+
+
+def test_count_flops_agrees_with_torchs_flop_counter_on_a_network():
+    model = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), FlopCounterMode(display=False) as reference:
+        model(x)
+    with torch.no_grad():
+        assert count_flops(lambda: model(x)) == reference.get_total_flops() > 0
 
 
 def test_stream_cost_max_and_average_over_frames():
