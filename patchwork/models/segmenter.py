@@ -128,8 +128,13 @@ class DeepLabLightHead(nn.Module):
         self.num_classes = int(num_classes)
         self.branch = Conv2dNormActivation(in_channels, channels, kernel_size=1, activation_layer=nn.ReLU)
         self.image_pool = Conv2dNormActivation(in_channels, channels, kernel_size=1, activation_layer=nn.ReLU)
-        self.project_local = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
-        self.project_pooled = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
+        # Initialised as the one concatenated layer would be (its fan-in, the same random draws).
+        concatenated = nn.Conv2d(2 * channels, channels, kernel_size=1, bias=False).weight.detach()
+        self.project_local, self.project_pooled = (
+            nn.utils.skip_init(nn.Conv2d, channels, channels, kernel_size=1, bias=False) for _ in range(2))
+        with torch.no_grad():
+            self.project_local.weight.copy_(concatenated[:, :channels])
+            self.project_pooled.weight.copy_(concatenated[:, channels:])
         self.project_norm = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
