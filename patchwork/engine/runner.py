@@ -169,9 +169,9 @@ class StreamRunner:
         if self.state is None:
             raise RuntimeError("call StreamRunner.start before step")
         if self.count_flops:
-            acted: list[tuple[Tensor | None, Tensor | None, StepOutput, dict[str, Tensor] | None]] = []
+            acted: list[Any] = []
             flops = count_frame_flops(lambda: acted.append(self._act(frames)))[0]
-            (actions, scores, out, self.observation), = acted
+            actions, scores, out, self.observation = acted[0]
         else:
             (actions, scores, out, self.observation), flops = self._act(frames), None
         self.state, self.actions = out.state, actions

@@ -101,13 +101,6 @@ class DeepLabLightHead(nn.Module):
     Branch order and dropout follow torchvision's ``ASPP``/TF DeepLab (dropout 0.1 as in
     TF DeepLab's ``keep_prob=0.9``).
 
-    The projection of the concatenation is computed as the sum of its two halves: the 1x1
-    branch's (``project_local``, per pixel) and the image-pooling branch's (``project_pooled``),
-    which is the same at every pixel and so runs once on the pooled 1x1 map. The same
-    function as TF DeepLab's ``concat_projection`` (a 1x1 conv is linear in its input
-    channels; BatchNorm and ReLU follow the sum), at half its FLOPs. A state dict of the
-    concatenated form (``project.0.weight`` ``(C, 2C, 1, 1)``, ``project.1.*``) loads into it.
-
     The image pooling is a global op: a Patchwork model passes the restored full-frame
     map as ``frame`` so that a window sees the same pooled vector as the full frame.
     Like torchvision's ``ASPPPooling``, its BatchNorm sees one value per stream, so
@@ -128,26 +121,9 @@ class DeepLabLightHead(nn.Module):
         self.num_classes = int(num_classes)
         self.branch = Conv2dNormActivation(in_channels, channels, kernel_size=1, activation_layer=nn.ReLU)
         self.image_pool = Conv2dNormActivation(in_channels, channels, kernel_size=1, activation_layer=nn.ReLU)
-        # Initialised as the one concatenated layer would be (its fan-in, the same random draws).
-        concatenated = nn.Conv2d(2 * channels, channels, kernel_size=1, bias=False).weight.detach()
-        self.project_local, self.project_pooled = (
-            nn.utils.skip_init(nn.Conv2d, channels, channels, kernel_size=1, bias=False) for _ in range(2))
-        with torch.no_grad():
-            self.project_local.weight.copy_(concatenated[:, :channels])
-            self.project_pooled.weight.copy_(concatenated[:, channels:])
-        self.project_norm = nn.BatchNorm2d(channels)
+        self.project = Conv2dNormActivation(2 * channels, channels, kernel_size=1, activation_layer=nn.ReLU)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
-        # The concatenated projection's weight (C, 2C) is the two halves side by side, local first.
-        weight = state_dict.pop(f"{prefix}project.0.weight", None)
-        if weight is not None:
-            state_dict[f"{prefix}project_local.weight"], state_dict[f"{prefix}project_pooled.weight"] = (
-                weight.split(weight.shape[1] // 2, dim=1))
-        for key in [k for k in state_dict if k.startswith(f"{prefix}project.1.")]:
-            state_dict[f"{prefix}project_norm.{key.removeprefix(f'{prefix}project.1.')}"] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: Tensor, frame: Tensor | None = None) -> Tensor:
         """Logits ``(B, num_classes, h, w)`` of a map ``x`` ``(B, in_channels, h, w)``.
@@ -164,10 +140,10 @@ class DeepLabLightHead(nn.Module):
         1x1 branch and projection may run in bands of rows, :func:`layer_stages`)."""
         local = yield from layer_stages(self.branch, x)
         yield
-        pooled = self.project_pooled(self.image_pool((x if frame is None else frame).mean(dim=(-2, -1), keepdim=True)))
+        pooled = (x if frame is None else frame).mean(dim=(-2, -1), keepdim=True)
+        pooled = self.image_pool(pooled).expand_as(local)
         yield
-        projected = yield from layer_stages(self.project_local, local)
-        projected = F.relu(self.project_norm(projected + pooled))
+        projected = yield from layer_stages(self.project, torch.cat((local, pooled), dim=1))
         yield
         return self.classifier(self.dropout(projected))
 
