@@ -5,9 +5,10 @@ per-operator formulas (``torch.utils.flop_counter``'s registry, what ``FlopCount
 on the operations a call really runs (convolutions and matrix products; element-wise ops,
 BatchNorm in inference and memory copies count zero). The counting mode is a bare dispatch mode:
 ``FlopCounterMode`` also tracks which module each operation ran in, which made a counted
-evaluation step of BlockCopy 3.5x slower than an uncounted one, against 1.9x without it. A streaming method's cost depends on the frame (a keyframe baseline
-computes only every K-th frame, LFS runs f0 or f1, BlockCopy executes some blocks), so
-cost is reported as the **max** and the **average** over the frames of a stream
+evaluation of BlockCopy about 3.2x as long as an uncounted one, against about 1.8x without it.
+
+A streaming method's cost depends on the frame (a keyframe baseline computes only every K-th
+frame, LFS runs f0 or f1, BlockCopy executes some blocks), so cost is reported as the **max** and the **average** over the frames of a stream
 (Chai 2019, Sec. 4).
 
 Work that a method runs *beside* the frame, on another core, which the frame does not wait
