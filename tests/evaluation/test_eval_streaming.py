@@ -248,9 +248,6 @@ class ReadingInterleaving(FixedInterleavingPolicy):
 
     needs_scores = True
 
-    def select(self, scores, steps, generator=None):
-        return super().select(scores, steps, generator)
-
 
 def _lfs_frame_costs(model, frames):
     """Hand-counted MFLOPs of an f0 frame, an f1 frame and the policy network that chooses a frame's
