@@ -101,6 +101,13 @@ class DeepLabLightHead(nn.Module):
     Branch order and dropout follow torchvision's ``ASPP``/TF DeepLab (dropout 0.1 as in
     TF DeepLab's ``keep_prob=0.9``).
 
+    The projection of the concatenation runs as the sum of its two halves: the 1x1 branch's
+    input channels per pixel, the image-pooling branch's once on its pooled ``1x1`` map (the
+    same at every pixel), BatchNorm and ReLU after the sum. The same function and
+    parameters as TF DeepLab's ``concat_projection`` (``project.0.weight`` ``(C, 2C, 1, 1)``;
+    a 1x1 convolution is linear in its input channels) at half its FLOPs, which is what the
+    paper's Tab. 5 costs count.
+
     The image pooling is a global op: a Patchwork model passes the restored full-frame
     map as ``frame`` so that a window sees the same pooled vector as the full frame.
     Like torchvision's ``ASPPPooling``, its BatchNorm sees one value per stream, so
@@ -140,10 +147,11 @@ class DeepLabLightHead(nn.Module):
         1x1 branch and projection may run in bands of rows, :func:`layer_stages`)."""
         local = yield from layer_stages(self.branch, x)
         yield
-        pooled = (x if frame is None else frame).mean(dim=(-2, -1), keepdim=True)
-        pooled = self.image_pool(pooled).expand_as(local)
+        pooled = self.image_pool((x if frame is None else frame).mean(dim=(-2, -1), keepdim=True))
+        local_weight, pooled_weight = self.project[0].weight.split(self.channels, dim=1)
+        pooled = F.conv2d(pooled, pooled_weight)  # (B, C, 1, 1): the pooled half of the projection
         yield
-        projected = yield from layer_stages(self.project, torch.cat((local, pooled), dim=1))
+        projected = yield from layer_stages(self.project, local, weight=local_weight, shift=pooled)
         yield
         return self.classifier(self.dropout(projected))
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from patchwork.nn import StreamState
+from patchwork.nn.pointwise import PointwiseConv2d
 from patchwork.nn.spaces import ActionSpace
 
 #: ImageNet statistics, as torchvision's weights expect.
@@ -75,31 +76,53 @@ def row_bands(bands: int) -> Iterator[None]:
 def banded_conv(layer: nn.Module) -> nn.Conv2d | None:
     """The convolution of a layer that :func:`layer_stages` can split by output rows, else ``None``.
 
-    Splittable: a zero-padded ``nn.Conv2d``, or an ``nn.Sequential`` of one (torchvision's
+    Splittable: a zero-padded ``nn.Conv2d`` (or its matmul form,
+    :class:`~patchwork.nn.pointwise.PointwiseConv2d`), or an ``nn.Sequential`` of one (torchvision's
     ``Conv2dNormActivation``) followed only by pointwise modules (BatchNorm, ReLU, ReLU6).
     """
     children = list(layer.children()) if isinstance(layer, nn.Sequential) else [layer]
     conv = children[0] if children else None
-    if not isinstance(conv, nn.Conv2d) or type(conv) is not nn.Conv2d or conv.padding_mode != "zeros":
+    if type(conv) not in (nn.Conv2d, PointwiseConv2d) or conv.padding_mode != "zeros":
         return None
     if isinstance(conv.padding, str) or not all(isinstance(child, _POINTWISE) for child in children[1:]):
         return None
     return conv
 
 
-def layer_stages(layer: nn.Module, x: Tensor) -> Stages[Tensor]:
+def layer_stages(layer: nn.Module, x: Tensor, weight: Tensor | None = None,
+                 shift: Tensor | None = None) -> Stages[Tensor]:
     """``layer(x)`` as a staged computation: whole, or in the bands of output rows that
     :func:`row_bands` asked for, yielding :data:`ROW_BAND` between bands.
 
     Band ``[a, b)`` of output rows convolves input rows ``[a s - p, (b - 1) s - p + d (k - 1)]``
     (zero rows outside the frame), so the bands together compute exactly the layer's
     outputs: the same FLOPs, split. ``x`` ``(B, C, H, W)`` -> ``(B, C', H', W')``.
+
+    ``weight`` (a slice of the convolution's input channels, ``(C', C, k, k)``) replaces the
+    convolution's weight, and ``shift`` (broadcast to its output, e.g. ``(B, C', 1, 1)``) is
+    added to the convolution's output before the layer's pointwise modules: the layer on a
+    concatenation whose other part contributes ``shift`` (a convolution is linear in its
+    input channels). Either needs a layer that :func:`banded_conv` can split.
     """
     bands = _ROW_BANDS.get()
     _ROW_BANDS.set(1)  # the request is for one layer
     conv = banded_conv(layer)
-    if bands <= 1 or conv is None:
+    if conv is None and (weight is not None or shift is not None):
+        raise ValueError(f"layer_stages: a weight or shift needs a convolution layer it can split, got {layer}")
+    if conv is None or (bands <= 1 and weight is None and shift is None):
         return layer(x)
+    weight = conv.weight if weight is None else weight
+    rest = list(layer.children())[1:] if isinstance(layer, nn.Sequential) else []
+
+    def finish(band: Tensor) -> Tensor:
+        if shift is not None:
+            band = band + shift
+        for module in rest:
+            band = module(band)
+        return band
+
+    if bands <= 1:
+        return finish(conv._conv_forward(x, weight, conv.bias))  # the layer's own kernel (e.g. a matmul)
     (kernel, _), (stride, _), (dilation, _), (pad, pad_w) = (
         conv.kernel_size, conv.stride, conv.dilation, conv.padding
     )
@@ -107,17 +130,14 @@ def layer_stages(layer: nn.Module, x: Tensor) -> Stages[Tensor]:
     bands = min(bands, rows_out)
     edges = [round(i * rows_out / bands) for i in range(bands + 1)]
     padded = F.pad(x, (0, 0, pad, pad))
-    rest = list(layer.children())[1:] if isinstance(layer, nn.Sequential) else []
     parts = []
     for index, (first, end) in enumerate(zip(edges[:-1], edges[1:])):
         if index:
             yield ROW_BAND
         rows = padded[..., first * stride : (end - 1) * stride + dilation * (kernel - 1) + 1, :]
-        band = F.conv2d(rows, conv.weight, conv.bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)
-        for module in rest:
-            band = module(band)
-        parts.append(band)
+        parts.append(finish(F.conv2d(rows, weight, conv.bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)))
     return torch.cat(parts, dim=-2)
+
 
 Prediction = dict[str, Tensor]
 

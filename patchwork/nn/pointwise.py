@@ -49,11 +49,11 @@ class PointwiseConv2d(nn.Conv2d):
         pointwise.bias = conv.bias
         return pointwise
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C_in, H, W)`` -> channels-last ``(B, C_out, H, W)``."""
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """``(B, C_in, H, W)`` -> channels-last ``(B, C_out, H, W)`` (``nn.Conv2d.forward`` calls this
+        with the module's own weight; callers may pass a slice of its input channels)."""
         if x.dim() != 4:
-            return super().forward(x)
+            return super()._conv_forward(x, weight, bias)
         # permute(0, 2, 3, 1) of channels-last x is contiguous: linear runs one addmm on its cells
         # (for NCHW x it makes the layout change conv2d would make anyway).
-        weight = self.weight.view(self.out_channels, self.in_channels)
-        return F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
+        return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)

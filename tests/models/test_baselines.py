@@ -533,6 +533,25 @@ def test_layer_stages_in_row_bands_equal_the_layer_with_the_same_flops(stride, d
     assert count_flops(banded) == count_flops(lambda: layer(x))
 
 
+@pytest.mark.parametrize("bands", [1, 3])
+@torch.no_grad()
+def test_layer_stages_with_a_weight_slice_and_shift_equal_the_layer_on_a_concatenation(bands):
+    # The segmenter's projection: the layer on cat(x, y) with y the same at every pixel.
+    torch.manual_seed(0)
+    layer = Conv2dNormActivation(7, 5, kernel_size=3).eval().double()
+    x, y = torch.randn(2, 4, 11, 9, dtype=torch.float64), torch.randn(2, 3, 1, 1, dtype=torch.float64)
+    local_weight, constant_weight = layer[0].weight.split([4, 3], dim=1)
+    # Away from the border the constant part's 3x3 taps all see y; at the border zero padding cuts some,
+    # so the comparison pads y's part as a 1x1 projection would see it: interior rows and columns only.
+    whole = layer(torch.cat((x, y.expand(-1, -1, 11, 9)), dim=1))[..., 1:-1, 1:-1]
+    shift = F.conv2d(y, constant_weight.sum(dim=(-2, -1), keepdim=True))
+    with row_bands(bands):
+        staged = run_stages(layer_stages(layer, x, weight=local_weight, shift=shift))
+    torch.testing.assert_close(staged[..., 1:-1, 1:-1], whole, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="convolution layer"):
+        run_stages(layer_stages(nn.Sequential(nn.ReLU()), x, shift=shift))
+
+
 def _drain(stages):
     """Yield what ``stages`` yields until it returns; the result lands in ``_drain.result``."""
     while True:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from model_fixtures import randomize_batchnorm
 from torch import nn
@@ -207,6 +208,35 @@ def test_unsupported_ops_are_refused_naming_them():
         net(torch.zeros(1, 3, 64, 128), torch.ones(2, 2, dtype=torch.bool), net.init_state(1, (64, 128)))
     with pytest.raises(ValueError, match="100x128"):
         net.init_state(1, (100, 128))
+
+
+class _FunctionalConv(nn.Module):
+    """A padded conv, then a functional convolution with a slice of a layer's weight (as the segmenter's
+    split projection); two output channels, as many as the probe's streams, which its weight is not."""
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.project = nn.Conv2d(6, 2, kernel, padding=kernel // 2)
+
+    def forward(self, x):
+        weight = self.project.weight.split(4, dim=1)[0]
+        return F.conv2d(self.conv(x), weight, self.project.bias, padding=self.project.padding)
+
+
+@torch.no_grad()
+def test_functional_1x1_convolution_runs_on_blocks_and_others_are_refused():
+    torch.manual_seed(0)
+    dense = _FunctionalConv(1).eval()
+    net = BlockCopyNetwork.from_module(dense, GRID).eval()
+    assert net.nodes_with(Handling.DENSE) == []
+    x0, x1 = torch.randn(2, 3, *SIZE), torch.randn(2, 3, *SIZE)
+    state = net.init_state(batch_size=2, image_size=SIZE)
+    _, state = net.forward_full(x0, state)
+    out, state = net(x1, GRID.full_mask(2, SIZE), state)
+    torch.testing.assert_close(out, dense(x1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConversionError, match=r"function conv2d.*plain 1x1.*kernel \(3, 3\)"):
+        BlockCopyNetwork.from_module(_FunctionalConv(3), GRID)
 
 
 class _Normalises(nn.Module):

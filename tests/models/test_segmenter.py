@@ -16,8 +16,10 @@ from patchwork.models.segmenter import (
     os16_features,
 )
 from patchwork.models.stateful_mobilenet import StatefulMobileNetV2
+from patchwork.models.inference import inference_form
 from patchwork.models.streaming import IMAGENET_MEAN, IMAGENET_STD, StepOutput
 from patchwork.nn import StreamState, WindowGrid
+from patchwork.nn.pointwise import PointwiseConv2d
 
 # Supplementary Tab. 5, MFLOPs at 384x384, width 1.0.
 PAPER_MFLOPS = {(1, 1): 3307, (4, 2): 841, (4, 1): 221}
@@ -95,6 +97,27 @@ def test_head_pools_the_frame_it_is_given():
     torch.testing.assert_close(head(window, frame), full[..., 2:6, 4:8])
     # Pooling only the window would be a different (context-blind) answer.
     assert (head(window) - full[..., 2:6, 4:8]).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_head_projects_the_pooled_half_once_as_the_concatenated_projection_would():
+    _, head = _parts(channels=16)
+    torch.manual_seed(1)
+    randomize_batchnorm(head)
+    torch.nn.init.normal_(head.project[0].weight)
+    head.eval()
+    x = torch.randn(2, head.in_channels, 6, 5)
+    local = head.branch(x)
+    pooled = head.image_pool(x.mean(dim=(-2, -1), keepdim=True)).expand_as(local)
+    reference = head.classifier(head.project(torch.cat((local, pooled), dim=1)))  # TF DeepLab's concat_projection
+    torch.testing.assert_close(head(x), reference, rtol=1e-4, atol=1e-5)
+    deployed = inference_form(copy.deepcopy(head))  # BatchNorm folded, the 1x1 convs as matmuls
+    assert isinstance(deployed.project[0], PointwiseConv2d)
+    torch.testing.assert_close(deployed(x), reference, rtol=1e-4, atol=1e-5)
+    # The parameters are the concatenated layer's; half its multiply-adds per pixel, the other half once per image.
+    assert tuple(head.project[0].weight.shape) == (16, 32, 1, 1)
+    assert count_flops(lambda: head(x)) == count_flops(lambda: head.branch(x)) + 2 * 2 * (
+        head.in_channels * 16 + 16 * 16 * (6 * 5 + 1) + 16 * 1 * 6 * 5)
 
 
 # -------------------------------------------------------------------------- segmenter
@@ -320,9 +343,10 @@ def segmenter_mflops(
 
 
 def test_window_cost_is_the_window_area_fraction_plus_the_pooling_branch():
-    # Every layer but the image pooling's 1x1 conv (on one pooled vector) scales with area. It reads
-    # the final 1x1 layer's 1280 channels (torchvision's features, unlike the builders', keep 1280 below width 1).
-    pooling = 2 * 1280 * 256 / 1e6
+    # Every layer but the image pooling's 1x1 conv and the projection's pooled half (both on one pooled
+    # vector) scales with area. The pooling reads the final 1x1 layer's 1280 channels (torchvision's
+    # features, unlike the builders', keep 1280 below width 1); the pooled half maps 256 to 256 channels.
+    pooling = 2 * 1280 * 256 / 1e6 + 2 * 256 * 256 / 1e6
     single = segmenter_mflops(WindowGrid(1, 1), width=0.5, image_size=(128, 128))
     for slices, span in [(4, 2), (4, 1)]:
         window = segmenter_mflops(WindowGrid(slices, span), width=0.5, image_size=(128, 128), attention=False)

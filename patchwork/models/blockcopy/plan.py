@@ -21,7 +21,9 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.modules.utils import _pair
 from torch.fx.passes.shape_prop import ShapeProp
 
 from patchwork.models.blockcopy.ops import (
@@ -197,8 +199,10 @@ class Planner:
     def _dense(self, blocks_inputs: list[fx.Node]) -> NodePlan:
         return NodePlan(Handling.DENSE, densify=tuple(arg.name for arg in blocks_inputs))
 
-    def _blockwise(self, node: fx.Node, in_stride: int, handling: Handling = Handling.BLOCKWISE) -> NodePlan:
-        """A node run on blocks: its output stride, and how its dense tensor inputs become blocks."""
+    def _blockwise(self, node: fx.Node, in_stride: int, handling: Handling = Handling.BLOCKWISE,
+                   parameters: tuple[fx.Node, ...] = ()) -> NodePlan:
+        """A node run on blocks: its output stride, and how its dense tensor inputs (other than
+        ``parameters``, e.g. a functional convolution's weight) become blocks."""
         stride = self.probe_stride(node)
         if stride is None or self.grid.block_size % stride:
             raise ConversionError(
@@ -208,8 +212,8 @@ class Planner:
         to_blocks = {}
         for arg in node.all_input_nodes:
             shape = self.shape(arg)
-            if self.plans[arg.name].is_blocks or shape is None:
-                continue  # blocks, or a python value
+            if self.plans[arg.name].is_blocks or shape is None or arg in parameters:
+                continue  # blocks, a python value, or a weight
             per_stream = len(shape) == 4 and shape[0] == PROBE_BATCH
             if all(size == 1 for size in shape[-2:]):
                 if per_stream:
@@ -285,7 +289,28 @@ class Planner:
             return self._blockwise(node, in_stride) if is_channel(dim) else self._dense(blocks_inputs)
         elif target in GLOBAL_FUNCTIONS:
             return self._dense(blocks_inputs)
+        elif target in (F.conv2d, torch.conv2d):
+            return self._plan_functional_conv(node, in_stride, blocks_inputs)
         raise ConversionError(f"cannot run {describe(node, self.gm)} on block-sparse features")
+
+    def _plan_functional_conv(self, node: fx.Node, in_stride: int, blocks_inputs: list[fx.Node]) -> NodePlan:
+        """``F.conv2d(blocks, weight, bias)``: block-wise when it is a plain 1x1 convolution (each
+        output cell reads its own input cell, as a 1x1 ``nn.Conv2d``); a functional convolution with
+        a neighbourhood would need a cell's memory, which only an ``nn.Conv2d`` module gets."""
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        args = dict(zip(names, node.args)) | dict(node.kwargs)
+        weight, bias = args.get("weight"), args.get("bias")
+        geometry = [args.get(name, default) for name, default in (("stride", 1), ("padding", 0), ("dilation", 1))]
+        kernel = tuple(self.shape(weight)[-2:]) if isinstance(weight, fx.Node) and self.shape(weight) else None
+        plain = kernel == (1, 1) and [_pair(value) for value in geometry] == [(1, 1), (0, 0), (1, 1)]
+        if blocks_inputs != [args.get("input")] or not plain:
+            raise ConversionError(
+                f"{describe(node, self.gm)}: a functional convolution runs on block-sparse features only as a "
+                f"plain 1x1 convolution of its input (kernel {kernel}, stride / padding / dilation {geometry}); "
+                "use an nn.Conv2d, which becomes a cell"
+            )
+        parameters = tuple(arg for arg in (weight, bias) if isinstance(arg, fx.Node))
+        return self._blockwise(node, in_stride, parameters=parameters)
 
     def _plan_method(self, node: fx.Node, in_stride: int, blocks_inputs: list[fx.Node]) -> NodePlan:
         name = node.target
