@@ -61,9 +61,10 @@ class VideoTaskData:
                                  self.samples_per_epoch, self.frame_step, self.augment, seed=self.seed,
                                  strict=self.strict)
 
-    def clip_dataset(self) -> MixedClipDataset:
-        """Stages 2 and 3: ``clip_length``-frame clips, videos mixed with fake videos."""
-        return MixedClipDataset(self.train_videos, self.still_images, self.clip_length, self.image_size,
+    def clip_dataset(self, clip_length: int | None = None) -> MixedClipDataset:
+        """Stages 2 and 3: ``clip_length``-frame clips (``None``: the data's), videos mixed with fake videos."""
+        length = self.clip_length if clip_length is None else int(clip_length)
+        return MixedClipDataset(self.train_videos, self.still_images, length, self.image_size,
                                 self.fake_video, self.still_fraction, self.samples_per_epoch, self.frame_step,
                                 seed=self.seed, strict=self.strict)
 

@@ -292,6 +292,8 @@ class ClipSupervisedStage:
         max_grad_norm: gradient clipping (``None``: none).
         checkpoint_every: steps between checkpoints.
         model_overrides: arguments the model config is instantiated with for this stage.
+        clip_length: frames unrolled per clip (``None``: the data's ``clip_length``, which the
+            policy stages use too).
     """
 
     steps: int
@@ -301,6 +303,7 @@ class ClipSupervisedStage:
     max_grad_norm: float | None = 10.0
     checkpoint_every: int = 500
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    clip_length: int | None = None
 
     trains_policy = False
 
@@ -317,7 +320,7 @@ class ClipSupervisedStage:
         optimizer, scheduler, objects, start = _task_training(ctx, model, parameters, self.lr, self.steps,
                                                               {"policy": generator})
         batches = ResumableBatches(
-            ctx.data.clip_dataset(), int(self.streams), seed=int(cfg.seed) + 1, rank=dist.rank,
+            ctx.data.clip_dataset(self.clip_length), int(self.streams), seed=int(cfg.seed) + 1, rank=dist.rank,
             world_size=dist.world_size, num_workers=int(cfg.num_workers),
         ).stream(start)
         bar = _progress(runtime, start, self.steps, ctx.name)

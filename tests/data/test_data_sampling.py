@@ -96,4 +96,6 @@ def test_task_data_builds_every_stage_dataset(sources):
     loader = data.clip_dataset().loader(batch_size=2)
     batch = next(iter(loader))
     assert batch["frames"].shape == (2, 2, 3, 32, 32)
+    # A stage may unroll its own length (LFS's detection stage); the data's stays the default.
+    assert next(iter(data.clip_dataset(3).loader(batch_size=2)))["frames"].shape == (2, 3, 3, 32, 32)
     assert next(iter(data.val_clip_dataset().loader(batch_size=1)))["frames"].shape == (1, 3, 3, 32, 32)
