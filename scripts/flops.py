@@ -15,7 +15,7 @@ DELAY_NOTE = (
     "spreading a keyframe over D+1 frames does not reduce the work per interval, so the measured avg is\n"
     "keyframe / interval, as for the plain interval rows (the paper's Sec. 4 says the same: 'the delay has\n"
     "no impact on the average latency'); their ratio_avg compares with that meaning (paper max x (D+1) / K).\n"
-    "A layer above the per-frame budget runs in bands of output rows over several frames."
+    "A layer above the per-frame budget runs in bands of output rows (past one row, of output channels) over several frames."
 )
 LFS_NOTE = (
     "LFS: paper MFLOPs are 2 x Tab. 2's MACs. Tab. 2 gives amortised MACs (190 interleaved); the interleaved max is\n"

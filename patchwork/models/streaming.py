@@ -22,6 +22,7 @@ Frames are float images in ``[0, 1]`` (or uint8); each model normalises them its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -96,7 +97,11 @@ def layer_stages(layer: nn.Module, x: Tensor, weight: Tensor | None = None,
 
     Band ``[a, b)`` of output rows convolves input rows ``[a s - p, (b - 1) s - p + d (k - 1)]``
     (zero rows outside the frame), so the bands together compute exactly the layer's
-    outputs: the same FLOPs, split. ``x`` ``(B, C, H, W)`` -> ``(B, C', H', W')``.
+    outputs: the same FLOPs, split. Asked for more bands than the layer has output rows, each
+    row runs in groups of output channels (exact too: an output channel reads only its own
+    filter, and BatchNorm in eval mode and the activations act per channel), when the layer
+    is an ungrouped convolution followed by such modules. ``x`` ``(B, C, H, W)`` ->
+    ``(B, C', H', W')``.
 
     ``weight`` (a slice of the convolution's input channels, ``(C', C, k, k)``) replaces the
     convolution's weight, and ``shift`` (broadcast to its output, e.g. ``(B, C', 1, 1)``) is
@@ -114,11 +119,17 @@ def layer_stages(layer: nn.Module, x: Tensor, weight: Tensor | None = None,
     weight = conv.weight if weight is None else weight
     rest = list(layer.children())[1:] if isinstance(layer, nn.Sequential) else []
 
-    def finish(band: Tensor) -> Tensor:
+    def finish(band: Tensor, channels: slice = slice(None)) -> Tensor:
         if shift is not None:
-            band = band + shift
+            # Sliced only in a channel group (never under torch.fx, which traces the whole layer).
+            split = channels != slice(None) and shift.dim() == 4 and shift.shape[1] > 1
+            band = band + (shift[:, channels] if split else shift)
         for module in rest:
-            band = module(band)
+            if isinstance(module, nn.BatchNorm2d) and channels != slice(None):
+                band = F.batch_norm(band, module.running_mean[channels], module.running_var[channels],
+                                    module.weight[channels], module.bias[channels], False, 0.0, module.eps)
+            else:
+                band = module(band)
         return band
 
     if bands <= 1:
@@ -127,16 +138,33 @@ def layer_stages(layer: nn.Module, x: Tensor, weight: Tensor | None = None,
         conv.kernel_size, conv.stride, conv.dilation, conv.padding
     )
     rows_out = (x.shape[-2] + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-    bands = min(bands, rows_out)
-    edges = [round(i * rows_out / bands) for i in range(bands + 1)]
+    row_count = min(bands, rows_out)
+    per_channel = conv.groups == 1 and all(
+        not module.training and module.track_running_stats if isinstance(module, nn.BatchNorm2d) else True
+        for module in rest
+    )
+    channel_groups = min(math.ceil(bands / row_count), weight.shape[0]) if per_channel else 1
+    row_edges, channel_edges = _edges(rows_out, row_count), _edges(weight.shape[0], channel_groups)
     padded = F.pad(x, (0, 0, pad, pad))
-    parts = []
-    for index, (first, end) in enumerate(zip(edges[:-1], edges[1:])):
-        if index:
-            yield ROW_BAND
+    parts, first_piece = [], True
+    for first, end in zip(row_edges[:-1], row_edges[1:]):
         rows = padded[..., first * stride : (end - 1) * stride + dilation * (kernel - 1) + 1, :]
-        parts.append(finish(F.conv2d(rows, weight, conv.bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)))
+        groups = []
+        for low, high in zip(channel_edges[:-1], channel_edges[1:]):
+            if not first_piece:
+                yield ROW_BAND
+            first_piece = False
+            channels = slice(low, high) if channel_groups > 1 else slice(None)
+            bias = None if conv.bias is None else conv.bias[channels]
+            band = F.conv2d(rows, weight[channels], bias, conv.stride, (0, pad_w), conv.dilation, conv.groups)
+            groups.append(finish(band, channels))
+        parts.append(torch.cat(groups, dim=1) if len(groups) > 1 else groups[0])
     return torch.cat(parts, dim=-2)
+
+
+def _edges(size: int, parts: int) -> list[int]:
+    """``parts + 1`` boundaries splitting ``range(size)`` into near-equal contiguous parts."""
+    return [round(i * size / parts) for i in range(parts + 1)]
 
 
 Prediction = dict[str, Tensor]

@@ -19,6 +19,7 @@ from patchwork.models.streaming import (
     row_bands,
     run_stages,
 )
+from model_fixtures import randomize_batchnorm
 from torchvision.ops.misc import Conv2dNormActivation
 from patchwork.nn import StreamState, WindowGrid
 from patchwork.nn.flops import count_flops, stream_cost
@@ -533,7 +534,32 @@ def test_layer_stages_in_row_bands_equal_the_layer_with_the_same_flops(stride, d
     assert count_flops(banded) == count_flops(lambda: layer(x))
 
 
-@pytest.mark.parametrize("bands", [1, 3])
+@pytest.mark.parametrize("training, pieces", [(False, 11 * 3), (True, 11)])
+@torch.no_grad()
+def test_layer_stages_split_output_channels_when_asked_for_more_bands_than_rows(training, pieces):
+    # 11 output rows and 25 bands asked: each row in ceil(25 / 11) = 3 groups of the 5 output channels,
+    # exact as BatchNorm in eval mode is per channel; in training mode its batch statistics are not, so rows only.
+    torch.manual_seed(0)
+    layer = Conv2dNormActivation(3, 5, kernel_size=1).double().train(training)
+    randomize_batchnorm(layer)
+    x = torch.randn(2, 3, 11, 9, dtype=torch.float64)
+    whole = layer(x)
+    stages = layer_stages(layer, x)
+    with row_bands(25):
+        yielded = [next(stages)]
+    yielded += list(itertools.takewhile(lambda v: v is not None, _drain(stages)))
+    assert yielded == [ROW_BAND] * (pieces - 1)
+    if not training:
+        torch.testing.assert_close(_drain.result, whole, rtol=0, atol=1e-12)
+
+    def banded():
+        with row_bands(25):
+            return run_stages(layer_stages(layer, x))
+
+    assert count_flops(banded) == count_flops(lambda: layer(x))
+
+
+@pytest.mark.parametrize("bands", [1, 3, 25])  # 25: rows and groups of output channels
 @torch.no_grad()
 def test_layer_stages_with_a_weight_slice_and_shift_equal_the_layer_on_a_concatenation(bands):
     # The segmenter's projection: the layer on cat(x, y) with y the same at every pixel.
