@@ -349,6 +349,8 @@ def test_delay_rejects_long_delays_and_streams_out_of_phase():
     model = ToySegmenter().eval()
     with pytest.raises(ValueError, match="interval"):
         KeyframeDelay(model, 4, 4)
+    with pytest.raises(ValueError, match="pieces_per_frame"):
+        KeyframeDelay(model, 4, 1, pieces_per_frame=0)
     wrapper = KeyframeDelay(model, 4, 1).eval()
     frames = _frames(2, batch=2)
     state = wrapper(frames[0], _zeros(2), wrapper.init_state(2, SIZE)).state

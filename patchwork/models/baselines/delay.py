@@ -107,23 +107,28 @@ class KeyframeDelay(KeyframeWrapper):
         model: a :class:`StreamingModel` (it needs ``step_stages``).
         interval: ``K >= 1``.
         delay: ``D >= 0``, ``D + 1 <= K``.
+        pieces_per_frame: a layer-stage above ``budget / pieces_per_frame`` (``budget`` = keyframe /
+            ``(D + 1)``) runs in bands of at most that, by output rows and, past one row, output
+            channels. Finer pieces bring each frame's FLOPs closer to the budget at one eager op
+            call each (at 128x128 64 pieces made a frame 7x as slow as 8 did, at the same FLOPs).
 
     ``raw`` of a step: ``{"finished": the model's StepOutput when the keyframe computation
     finished at this frame else None, "image_size": (H, W)}``.
     """
 
-    #: A layer-stage above ``budget / PIECES_PER_FRAME`` is split into bands of at most that, by rows and,
-    #: past one row, by output channels (64: the largest group of Tab. 5's interval=16, delay=15 within
-    #: 0.5% of the budget at 384x384; 32 left 1.5%, 8 left 2-4%).
+    #: Default ``pieces_per_frame``: the largest group of Tab. 5's interval=16, delay=15 within 0.5% of the
+    #: budget at 384x384 (32 left 1.5%, 8 left 2-4%).
     PIECES_PER_FRAME = 64
     COUNTER = "delay.counter"
     TICKET = "delay.ticket"
     PREFIX = "delay."
 
-    def __init__(self, model: StreamingModel, interval: int, delay: int) -> None:
+    def __init__(self, model: StreamingModel, interval: int, delay: int, pieces_per_frame: int = PIECES_PER_FRAME) -> None:
         super().__init__(model)
         if interval < 1 or delay < 0:
             raise ValueError(f"need interval >= 1 and delay >= 0, got interval={interval}, delay={delay}")
+        if pieces_per_frame < 1:
+            raise ValueError(f"pieces_per_frame must be at least 1, got {pieces_per_frame}")
         if delay + 1 > interval:
             raise ValueError(
                 f"delay + 1 = {delay + 1} exceeds interval = {interval}: the next keyframe needs the state "
@@ -131,6 +136,7 @@ class KeyframeDelay(KeyframeWrapper):
             )
         self.interval = int(interval)
         self.delay = int(delay)
+        self.pieces_per_frame = int(pieces_per_frame)
         self._in_flight: _InFlight | None = None
         self._last_ticket = 0
         self._stage_flops: dict[tuple[int, int], list[int]] = {}
@@ -149,7 +155,7 @@ class KeyframeDelay(KeyframeWrapper):
         """FLOPs of each stage of one keyframe (batch of one), in order, as it runs delayed; cached per image size.
 
         First the model's stages are measured whole; a layer-stage above a piece of the per-frame
-        budget (``piece`` = keyframe / ``(D + 1)`` / :attr:`PIECES_PER_FRAME`) is then asked to run in
+        budget (``piece`` = keyframe / ``(D + 1)`` / ``pieces_per_frame``) is then asked to run in
         ``ceil(cost / piece)`` bands (of output rows, then channels: :func:`~patchwork.models.streaming.row_bands`), and the
         stages are measured again as they will run: one entry per band. The last stage
         includes what ends the step (decoding), as it runs in the frame the computation finishes.
@@ -158,7 +164,7 @@ class KeyframeDelay(KeyframeWrapper):
         if key not in self._stage_flops:
             whole, _ = self._measure(key, device, None)
             # Small pieces let contiguous groups come close to the budget.
-            piece = sum(whole) / (self.delay + 1) / self.PIECES_PER_FRAME
+            piece = sum(whole) / (self.delay + 1) / self.pieces_per_frame
             plan = [math.ceil(cost / piece) if cost > piece else 1 for cost in whole]
             if self.delay > 0 and any(bands > 1 for bands in plan):
                 self._stage_flops[key], self._requests[key] = self._measure(key, device, plan)
