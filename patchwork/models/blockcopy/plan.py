@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.nn.modules.utils import _pair
 from torch.fx.passes.shape_prop import ShapeProp
 
 from patchwork.models.blockcopy.ops import (
@@ -302,7 +301,8 @@ class Planner:
         weight, bias = args.get("weight"), args.get("bias")
         geometry = [args.get(name, default) for name, default in (("stride", 1), ("padding", 0), ("dilation", 1))]
         kernel = tuple(self.shape(weight)[-2:]) if isinstance(weight, fx.Node) and self.shape(weight) else None
-        plain = kernel == (1, 1) and [_pair(value) for value in geometry] == [(1, 1), (0, 0), (1, 1)]
+        pairs = [tuple(value) if isinstance(value, (tuple, list)) else (value, value) for value in geometry]
+        plain = kernel == (1, 1) and pairs == [(1, 1), (0, 0), (1, 1)]
         if blocks_inputs != [args.get("input")] or not plain:
             raise ConversionError(
                 f"{describe(node, self.gm)}: a functional convolution runs on block-sparse features only as a "
