@@ -110,7 +110,7 @@ class KeyframeDelay(KeyframeWrapper):
         pieces_per_frame: a layer-stage above ``budget / pieces_per_frame`` (``budget`` = keyframe /
             ``(D + 1)``) runs in bands of at most that, by output rows and, past one row, output
             channels. Finer pieces bring each frame's FLOPs closer to the budget at one eager op
-            call each (at 128x128 64 pieces made a frame 7x as slow as 8 did, at the same FLOPs).
+            call each (the main job's 128x128 detection row: p95 116.6 ms with 64 pieces, 21.4 ms with 8).
 
     ``raw`` of a step: ``{"finished": the model's StepOutput when the keyframe computation
     finished at this frame else None, "image_size": (H, W)}``.
