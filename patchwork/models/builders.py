@@ -191,8 +191,12 @@ def patchwork_segmenter(
     return PatchworkSegmenter(backbone, head, attention=attention, history_alpha=history_alpha, width_mult=width_mult)
 
 
-def _lfs_extractor(width_mult: float, weights: str | os.PathLike[str] | None, small: bool) -> MobileNetV2Extractor:
-    extractor = (small_extractor if small else large_extractor)(torchvision.models.mobilenet_v2(width_mult=width_mult))
+def _lfs_extractor(
+    width_mult: float, weights: str | os.PathLike[str] | None, small: bool, removed_strides: int
+) -> MobileNetV2Extractor:
+    extractor = (small_extractor if small else large_extractor)(
+        torchvision.models.mobilenet_v2(width_mult=width_mult), removed_strides
+    )
     features = mobilenet_v2_features_state(width_mult, weights)
     if features is not None:
         # The extractor keeps torchvision's blocks 0..17 (the final 1x1 layer is dropped).
@@ -215,6 +219,8 @@ def looking_fast_slow_detector(
     pre_bottleneck_state: str = "group",
     extra_channels: tuple[int, ...] = (256, 256, 256, 256),
     adaptive_policy: bool = True,
+    removed_strides_f0: int = 0,
+    removed_strides_f1: int = 1,
     **detector_options: object,
 ) -> LookingFastSlowDetector:
     """Looking Fast and Slow's interleaved detector (Liu et al. 2019, Sec. 3.1-3.2; Tab. 2's models).
@@ -228,12 +234,14 @@ def looking_fast_slow_detector(
     keyword arguments go to :class:`~patchwork.models.lfs.LookingFastSlowDetector`.
     ``adaptive_policy``: attach the adaptive interleaving Q-network (Sec. 3.4) as the model's
     policy network (trained by a policy stage; fixed interleaving does not read it).
+    ``removed_strides_f0`` / ``removed_strides_f1``: how many of each extractor's last stride-2
+    blocks run at stride 1 (the paper: 0 and 1; the quick profile 1 and 2, for 8 x 8 maps at 128 px).
 
     Raises:
         ValueError: ``image_size`` gives f0 and f1 maps of different sizes.
     """
-    f0 = _lfs_extractor(width_f0, weights_f0, small=False)
-    f1 = _lfs_extractor(width_f1, weights_f1, small=True)
+    f0 = _lfs_extractor(width_f0, weights_f0, small=False, removed_strides=removed_strides_f0)
+    f1 = _lfs_extractor(width_f1, weights_f1, small=True, removed_strides=removed_strides_f1)
     lstm = GroupedBottleneckLSTM(
         [f0.out_channels, f1.out_channels], state_channels, groups, store_relu6_state=store_relu6_state,
         pre_bottleneck_state=pre_bottleneck_state,

@@ -5,6 +5,11 @@
   ``160 x 160``, with the striding of its last strided convolution (the first 160-channel
   block) removed "so that the output dimensions match".
 
+Either extractor may lose more of its last strides (``removed_strides``): the quick profile
+removes one more from each so that its 128 x 128 frames give 8 x 8 maps, as dense as the
+paper's 10 x 10 at 320 (at stride 32 the 4 x 4 maps' default boxes reach IoU 0.5 with a
+fifth of the synthetic objects; see ``configs/experiment/lfs_quick.yaml``).
+
 Both end at the last bottleneck block (``320 x width`` channels: 448 for f0, 112 for
 f1), without MobileNetV2's final 1x1 layer, and give ``10 x 10`` maps at 320.
 
@@ -32,13 +37,13 @@ class MobileNetV2Extractor(nn.Module):
         mobilenet: a torchvision ``MobileNetV2`` (its ``features`` are reused, not copied;
             the final 1x1 layer and the classifier are dropped).
         input_scale: the frame is resized by this factor first (0.5 for f1: 320 -> 160).
-        remove_last_stride: set the stride of the last strided block to 1 (f1).
+        removed_strides: how many of the last stride-2 blocks get stride 1 (f1: 1).
 
     Input: ImageNet-normalised frames ``(B, 3, H, W)``. Output: ``(B, out_channels, h, w)``
     with ``(h, w) = map_size((H, W))``.
     """
 
-    def __init__(self, mobilenet: nn.Module, input_scale: float = 1.0, remove_last_stride: bool = False) -> None:
+    def __init__(self, mobilenet: nn.Module, input_scale: float = 1.0, removed_strides: int = 0) -> None:
         super().__init__()
         blocks = list(mobilenet.features.children())
         if not isinstance(blocks[-2], InvertedResidual):
@@ -47,13 +52,15 @@ class MobileNetV2Extractor(nn.Module):
         self.input_scale = float(input_scale)
         depthwise = [_depthwise(block) for block in self.features if isinstance(block, InvertedResidual)]
         strided = [conv for conv in depthwise if conv.stride == (2, 2)]
-        if remove_last_stride:
-            strided[-1].stride = (1, 1)
-            strided = strided[:-1]
+        if not 0 <= removed_strides <= len(strided):
+            raise ValueError(f"removed_strides must be in [0, {len(strided)}] (the stride-2 blocks), got {removed_strides}")
+        for conv in strided[len(strided) - removed_strides:]:
+            conv.stride = (1, 1)
+        strided = strided[: len(strided) - removed_strides]
         # The stem and every remaining stride-2 depthwise convolution, in order.
         self._strides = [self.features[0][0].stride[0]] + [2] * len(strided)
         self.out_channels: int = self.features[-1].out_channels
-        self.removed_last_stride = bool(remove_last_stride)
+        self.removed_strides = int(removed_strides)
 
     def input_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """Size ``(H', W')`` of the frame this extractor reads after resizing ``image_size``."""
@@ -75,7 +82,7 @@ class MobileNetV2Extractor(nn.Module):
         return self.features(frames)
 
     def extra_repr(self) -> str:
-        return f"input_scale={self.input_scale}, removed_last_stride={self.removed_last_stride}"
+        return f"input_scale={self.input_scale}, removed_strides={self.removed_strides}"
 
 
 def _depthwise(block: InvertedResidual) -> nn.Conv2d:
@@ -83,14 +90,14 @@ def _depthwise(block: InvertedResidual) -> nn.Conv2d:
     return next(m for m in block.conv.modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
 
 
-def large_extractor(mobilenet: nn.Module) -> MobileNetV2Extractor:
-    """f0: the full-resolution MobileNetV2 (width 1.4 in the paper)."""
-    return MobileNetV2Extractor(mobilenet)
+def large_extractor(mobilenet: nn.Module, removed_strides: int = 0) -> MobileNetV2Extractor:
+    """f0: the full-resolution MobileNetV2 (width 1.4 in the paper, every stride kept)."""
+    return MobileNetV2Extractor(mobilenet, removed_strides=removed_strides)
 
 
-def small_extractor(mobilenet: nn.Module) -> MobileNetV2Extractor:
+def small_extractor(mobilenet: nn.Module, removed_strides: int = 1) -> MobileNetV2Extractor:
     """f1: MobileNetV2 (width 0.35 in the paper) on the half-size frame, last stride removed."""
-    return MobileNetV2Extractor(mobilenet, input_scale=0.5, remove_last_stride=True)
+    return MobileNetV2Extractor(mobilenet, input_scale=0.5, removed_strides=removed_strides)
 
 
 def check_matching_maps(extractors: list[MobileNetV2Extractor], image_size: tuple[int, int]) -> tuple[int, int]:

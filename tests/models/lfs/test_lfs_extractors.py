@@ -74,3 +74,20 @@ def test_builder_loads_local_torchvision_weights(tmp_path):
             assert torch.equal(value, reference.state_dict()[f"features.{name}"]), name
     with pytest.raises(FileNotFoundError):
         looking_fast_slow_detector(3, (128, 128), weights_f1=tmp_path / "missing.pth")
+
+
+@torch.no_grad()
+def test_quick_profile_removes_one_more_stride_from_each_for_8x8_maps_at_128():
+    f0 = large_extractor(torchvision.models.mobilenet_v2(width_mult=0.5), removed_strides=1).eval()
+    f1 = small_extractor(torchvision.models.mobilenet_v2(width_mult=0.35), removed_strides=2).eval()
+    assert _strided_blocks(f0.features) == [2, 4, 7]
+    assert _strided_blocks(f1.features) == [2, 4]
+    frames = torch.rand(1, 3, 128, 128)
+    assert f0(frames).shape[-2:] == f1(frames).shape[-2:] == (8, 8)
+    assert check_matching_maps([f0, f1], (128, 128)) == (8, 8)
+
+
+def test_removing_more_strides_than_there_are_is_refused():
+    # The stem's stride stays; MobileNetV2 has four stride-2 blocks after it.
+    with pytest.raises(ValueError, match=r"removed_strides must be in \[0, 4\]"):
+        large_extractor(torchvision.models.mobilenet_v2(width_mult=0.35), removed_strides=5)
