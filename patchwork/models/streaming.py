@@ -183,6 +183,11 @@ def normalize_frames(frames: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """``(B, 3, H, W)`` images in ``[0, 1]`` (or uint8) to normalised floats ``(frames - mean) / std``."""
     if frames.dtype == torch.uint8:
         frames = frames.float() / 255.0
+    if frames.dim() == 4 and not frames.is_contiguous() and frames.is_contiguous(memory_format=torch.channels_last):
+        # Broadcasting the per-channel (1, 3, 1, 1) constants over channels-last frames runs a
+        # strided loop 2x slower than the NCHW round trip (1.3 against 0.57 ms at 320x320, one
+        # thread); the result is the same to the bit, and channels-last again for the network.
+        return ((frames.contiguous() - mean) / std).contiguous(memory_format=torch.channels_last)
     return (frames - mean) / std
 
 
