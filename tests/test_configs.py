@@ -184,6 +184,15 @@ def test_every_lfs_experiment_composes_and_its_model_steps(name, synthetic_frame
     check_model_steps(model, small, synthetic_frames)
 
 
+@pytest.mark.parametrize("name, maps", [("lfs_quick", (8, 8)), ("lfs_paper", (10, 10))])
+def test_lfs_experiments_maps(name, maps):
+    # lfs_quick removes one more stride from each extractor than the paper, whose 10x10 maps at 320
+    # lfs_paper keeps; the map size is what the default boxes are laid on.
+    cfg = compose_config(overrides=[f"experiment={name}"])
+    model = instantiate(cfg.model, state_channels=16, extra_channels=[16, 16, 16, 16], adaptive_policy=False)
+    assert model.map_size(tuple(cfg.data.image_size)) == maps
+
+
 def check_blockcopy_model_steps(model: StreamingModel, image_size: tuple[int, int], synthetic_frames) -> None:
     """Every block, then a random mask, decoded; the policy's logits per block; a task-loss step."""
     from patchwork.nn.spaces import MultiBinary
